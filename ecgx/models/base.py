@@ -1,0 +1,43 @@
+"""The small interface every ecgx model shares.
+
+Models take ``x`` shaped (batch, leads, samples) in physical units (after normalisation) and
+return logits (batch, classes). Constructors share the leading arguments ``in_channels`` and
+``num_classes`` so the training entry point can fill them from the data, not from YAML.
+
+Explainers need two things from a model without reaching into private attributes:
+- ``target_layer``: the dotted name of the module Grad-CAM / TCAV should use by default
+  (the last feature map with a time axis);
+- ``forward_features`` / ``forward_head``: the feature extractor and the classifier head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ECGModel(nn.Module):
+    """Base class: subclasses set ``target_layer`` and implement the two halves of forward."""
+
+    #: dotted module name (``self.get_submodule(target_layer)``) explainers use by default
+    target_layer: str = ""
+    #: keyword inputs the model needs besides the signal (e.g. ``("demographics",)``)
+    extra_inputs: tuple[str, ...] = ()
+
+    def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, **extra), **extra)
+
+    def get_target_layer(self) -> nn.Module:
+        """The module explainers attach to by default."""
+        return self.get_submodule(self.target_layer)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm running statistics are buffers and do not count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
