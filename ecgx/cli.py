@@ -1,0 +1,57 @@
+"""The ``ecgx`` command. Each subcommand is a thin entry point over a library function.
+
+    ecgx train [hydra overrides]      compose conf/train.yaml, fit, test, log to MLflow
+    ecgx compare [options]            table of runs from MLflow, grouped, mean ± std
+    ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ecgx.paths import config_dir, project_root
+
+USAGE = __doc__ or ""
+
+
+def _hydra_app(config_name: str, task: str) -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from ecgx.train import train
+
+    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    def app(cfg: DictConfig) -> float | None:
+        metrics = train(cfg)
+        # Hyper-parameter sweepers read the returned value.
+        key = cfg.get("optimized_metric")
+        return metrics.get(key) if key else None
+
+    app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    os.environ.setdefault("ECGX_ROOT", str(project_root()))
+    if command == "train":
+        sys.argv = [f"ecgx {command}", *rest]
+        _hydra_app("train", command)
+    elif command == "compare":
+        from ecgx.tracking.compare import main as compare_main
+
+        compare_main(rest)
+    elif command == "data":
+        from ecgx.data.cli import main as data_main
+
+        data_main(rest)
+    else:
+        sys.exit(f"ecgx: unknown command {command!r}\n{USAGE}")
+
+
+if __name__ == "__main__":
+    main()

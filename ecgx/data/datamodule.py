@@ -1,0 +1,211 @@
+"""The LightningDataModule: reader -> offline transforms -> cache -> split -> online transforms."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ecgx.data.cache import SignalCache, build_or_open
+from ecgx.data.splits import SPLITS
+from ecgx.data.transforms import Standardize, TransformPipeline
+
+log = logging.getLogger(__name__)
+
+
+class ECGDataset(Dataset):
+    """Records of one split from an opened cache, normalised and (in training) augmented."""
+
+    def __init__(
+        self,
+        cache: SignalCache,
+        indices: np.ndarray,
+        targets: np.ndarray,
+        transform: TransformPipeline,
+        train: bool,
+    ) -> None:
+        self.cache = cache
+        self.indices = indices
+        self.targets = targets
+        self.transform = transform
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        j = int(self.indices[i])
+        x = self.cache[j]
+        if self.transform.normalize is not None:
+            x = self.transform.normalize(x)
+        # Seeded from torch's generator, which Lightning seeds per run and DataLoader per worker,
+        # so augmentation is reproducible and differs between epochs and workers.
+        rng = np.random.default_rng(int(torch.randint(2**62, ()).item())) if self.train else None
+        x = self.transform.apply_online(x, rng)
+        return {
+            "signal": torch.from_numpy(np.array(x, dtype=np.float32)),
+            "target": torch.from_numpy(self.targets[j]),
+            "index": j,
+        }
+
+
+class ECGDataModule(L.LightningDataModule):
+    """Builds batches for one experiment from the ``dataset``, ``split`` and ``transform`` groups.
+
+    Args:
+        dataset: a reader (e.g. :class:`ecgx.data.ptbxl.PTBXL`) with ``ensure``, ``signal_spec``,
+            ``metadata``, ``read`` and ``labels``.
+        split: ``split(meta, y) -> {"train"|"val"|"test": positions}``.
+        transform: the offline / fitted / online transforms.
+        on_error: ``raise`` stops at the first bad record naming its file; ``skip`` skips and
+            counts it (the list is logged to the run).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        split: Any,
+        transform: TransformPipeline | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path = "data/cache",
+        on_error: str = "raise",
+        rebuild_cache: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.split = split
+        self.transform = transform or TransformPipeline(normalize=Standardize())
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.cache_dir = Path(cache_dir)
+        self.on_error = on_error
+        self.rebuild_cache = rebuild_cache
+        self.cache: SignalCache | None = None
+        self.class_names: list[str] = []
+        self.indices: dict[str, np.ndarray] = {}
+        self.targets: np.ndarray | None = None
+        self.dropped_unlabelled = 0
+        self._fitted_state: dict | None = None
+        self._datasets: dict[str, ECGDataset] = {}
+
+    # -- building ------------------------------------------------------------------------------
+    def cache_spec(self) -> dict:
+        return {"dataset": self.dataset.signal_spec(), "offline": self.transform.offline_spec()}
+
+    def prepare_data(self) -> None:
+        self._open_cache()
+
+    def _open_cache(self) -> SignalCache:
+        if self.cache is None:
+            self.dataset.ensure()
+            self.cache = build_or_open(
+                self.cache_dir,
+                self.cache_spec(),
+                self.dataset.metadata(),
+                self.dataset.read,
+                self.transform.apply_offline,
+                on_error=self.on_error,
+                rebuild=self.rebuild_cache,
+            )
+            self.rebuild_cache = False
+        return self.cache
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        cache = self._open_cache()
+        y, self.class_names, keep = self.dataset.labels(cache.meta)
+        self.targets = y
+        kept = np.flatnonzero(keep)
+        self.dropped_unlabelled = int((~keep).sum())
+        if self.dropped_unlabelled:
+            log.info("%d records have no label in this task and are left out", self.dropped_unlabelled)
+        parts = self.split(cache.meta.iloc[kept].reset_index(drop=True), y[kept])
+        self.indices = {name: kept[parts[name]] for name in SPLITS}
+        normalize = self.transform.normalize
+        if normalize is not None:
+            if self._fitted_state is not None:
+                normalize.load_state_dict(self._fitted_state)
+            else:
+                normalize.fit(cache[int(j)] for j in self.indices["train"])
+        for name in SPLITS:
+            self._datasets[name] = ECGDataset(
+                cache, self.indices[name], y, self.transform, train=name == "train"
+            )
+        log.info(
+            "data: %s, %d classes %s",
+            {k: len(v) for k, v in self.indices.items()},
+            len(self.class_names),
+            self.class_names,
+        )
+
+    # -- what the model needs to know --------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_leads(self) -> int:
+        return self._open_cache().num_leads
+
+    @property
+    def input_length(self) -> int | None:
+        length = self._open_cache().fixed_length()
+        return None if length is None else self.transform.output_length(length)
+
+    def split_table(self) -> pd.DataFrame:
+        """Record ids per split (logged to the run so the split can be audited and reused)."""
+        meta = self._open_cache().meta
+        rows = [
+            pd.DataFrame({"record_id": meta["record_id"].iloc[idx].to_numpy(), "split": name})
+            for name, idx in self.indices.items()
+        ]
+        return pd.concat(rows, ignore_index=True)
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self._datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    # -- checkpointed state: what predict/eval need to transform new records identically -----
+    def state_dict(self) -> dict:
+        state: dict[str, Any] = {"class_names": list(self.class_names)}
+        if self.transform.normalize is not None and self.transform.normalize.mean is not None:
+            norm = self.transform.normalize.state_dict()
+            state["normalize"] = {
+                "per_lead": norm["per_lead"],
+                "mean": norm["mean"].tolist(),
+                "std": norm["std"].tolist(),
+            }
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._fitted_state = state.get("normalize")
+        if self._fitted_state is not None and self.transform.normalize is not None:
+            self.transform.normalize.load_state_dict(self._fitted_state)

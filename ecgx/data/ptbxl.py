@@ -1,0 +1,184 @@
+"""PTB-XL (Wagner et al. 2020) in its own on-disk layout, and its label tasks.
+
+The reader yields records with PTB-XL's own vocabulary (``scp_codes`` with likelihoods); turning
+those into task classes is :meth:`PTBXL.labels`, kept apart so a task change never re-reads
+signals (the signal cache key does not include the task).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import wfdb
+
+from ecgx.data.record import LEADS, Record, RecordError, canonical_leads, check_signal, reorder_leads
+
+log = logging.getLogger(__name__)
+
+DATABASE_CSV = "ptbxl_database.csv"
+STATEMENTS_CSV = "scp_statements.csv"
+# The PTB-XL benchmark's six tasks plus the statement-level ones they are built from.
+TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all")
+
+
+class PTBXL:
+    """PTB-XL records at 100 or 500 Hz with one of the benchmark's label tasks.
+
+    Args:
+        root: folder with ``ptbxl_database.csv``, ``scp_statements.csv`` and ``records100/500``.
+        sampling_rate: 100 (``filename_lr``) or 500 (``filename_hr``).
+        task: one of :data:`TASKS`.
+        min_likelihood: a statement counts when its likelihood is at least this. The IMLE-Net
+            seed counts every statement at any likelihood (0, the default).
+        synthetic: if given (``{n_records, seed}``) and ``root`` holds no database yet, ecgx's
+            synthetic PTB-XL-layout set is generated there first.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sampling_rate: int = 100,
+        task: str = "superdiagnostic",
+        min_likelihood: float = 0.0,
+        synthetic: dict | None = None,
+    ) -> None:
+        if sampling_rate not in (100, 500):
+            raise ValueError(f"dataset.sampling_rate must be 100 or 500, got {sampling_rate}")
+        if task not in TASKS:
+            raise ValueError(f"dataset.task must be one of {TASKS}, got {task!r}")
+        self.root = Path(root).expanduser()
+        self.sampling_rate = int(sampling_rate)
+        self.task = task
+        self.min_likelihood = float(min_likelihood)
+        self.synthetic = dict(synthetic) if synthetic else None
+
+    # -- files -------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Generate the synthetic set if asked to, then fail early on a missing root or table."""
+        if self.synthetic and not (self.root / DATABASE_CSV).is_file():
+            from ecgx.data.synthetic import generate_ptbxl_like
+
+            log.info("generating synthetic PTB-XL-layout set at %s", self.root)
+            generate_ptbxl_like(self.root, **self.synthetic)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset.root does not exist: {self.root}")
+        for name in (DATABASE_CSV, STATEMENTS_CSV):
+            if not (self.root / name).is_file():
+                raise FileNotFoundError(
+                    f"dataset.root={self.root} is not a PTB-XL folder: {name} is missing"
+                )
+
+    def signal_spec(self) -> dict:
+        """What determines the signals (and so the cache key): not the task or label rules."""
+        return {
+            "reader": "ptbxl",
+            "root": str(self.root.resolve()),
+            "sampling_rate": self.sampling_rate,
+        }
+
+    def metadata(self) -> pd.DataFrame:
+        """One row per record: record_id, patient_id, age, sex, strat_fold, labels, path."""
+        csv = self.root / DATABASE_CSV
+        table = pd.read_csv(csv)
+        need = ["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold"]
+        column = "filename_lr" if self.sampling_rate == 100 else "filename_hr"
+        missing = [c for c in [*need, column] if c not in table.columns]
+        if missing:
+            raise ValueError(f"{csv}: missing columns {missing}")
+        return pd.DataFrame(
+            {
+                "record_id": table["ecg_id"].astype(int).astype(str),
+                "patient_id": table["patient_id"].map(_patient_str),
+                "age": table["age"].astype(float),
+                "sex": table["sex"].astype(float),
+                "strat_fold": table["strat_fold"].astype(int),
+                "labels": [_parse_codes(s, csv, i) for i, s in zip(table["ecg_id"], table["scp_codes"])],
+                "path": table[column].astype(str),
+                "source": "ptbxl",
+            }
+        )
+
+    def read(self, row: pd.Series) -> Record:
+        """The record of one metadata row, leads in canonical order, in mV."""
+        path = self.root / row["path"]
+        where = str(path)
+        try:
+            rec = wfdb.rdrecord(str(path))
+        except FileNotFoundError as err:
+            raise RecordError(f"{where}: record file missing ({err.filename})") from err
+        except Exception as err:  # wfdb raises bare ValueErrors etc. for damaged files
+            raise RecordError(f"{where}: unreadable WFDB record ({err})") from err
+        if rec.p_signal is None:
+            raise RecordError(f"{where}: no physical signal")
+        if rec.fs != self.sampling_rate:
+            raise RecordError(f"{where}: fs {rec.fs} Hz, expected {self.sampling_rate}")
+        signal = rec.p_signal.T.astype(np.float32)
+        check_signal(signal, where)
+        leads = canonical_leads(rec.sig_name, where)
+        return Record(
+            record_id=row["record_id"],
+            signal=reorder_leads(signal, leads, LEADS, where),
+            fs=float(rec.fs),
+            leads=LEADS,
+            patient_id=row["patient_id"],
+            age=row["age"],
+            sex=row["sex"],
+            source="ptbxl",
+            labels=row["labels"],
+        )
+
+    # -- labels ------------------------------------------------------------------------------
+    def statement_map(self) -> dict[str, str]:
+        """Statement code -> task class for this task (from ``scp_statements.csv``)."""
+        table = pd.read_csv(self.root / STATEMENTS_CSV, index_col=0)
+        if self.task == "all":
+            return {code: code for code in table.index}
+        if self.task in ("form", "rhythm"):
+            rows = table[table[self.task] == 1]
+            return {code: code for code in rows.index}
+        rows = table[table["diagnostic"] == 1]
+        column = {
+            "superdiagnostic": "diagnostic_class",
+            "subdiagnostic": "diagnostic_subclass",
+            "diagnostic": None,
+        }[self.task]
+        if column is None:
+            return {code: code for code in rows.index}
+        return {code: str(rows.at[code, column]) for code in rows.index}
+
+    def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Multi-hot targets (N, C), class names (sorted), and which records have any label.
+
+        Records without a statement of the task are dropped by the caller and counted.
+        """
+        mapping = self.statement_map()
+        classes = sorted(set(mapping.values()))
+        col = {name: i for i, name in enumerate(classes)}
+        y = np.zeros((len(meta), len(classes)), dtype=np.float32)
+        for i, codes in enumerate(meta["labels"]):
+            for code, likelihood in codes.items():
+                if code in mapping and likelihood >= self.min_likelihood:
+                    y[i, col[mapping[code]]] = 1.0
+        return y, classes, y.any(axis=1)
+
+
+def _patient_str(value: object) -> str:
+    # PTB-XL stores patient ids as floats ("15709.0"); a plain integer string is the stable id.
+    try:
+        return str(int(float(value)))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _parse_codes(text: str, csv: Path, ecg_id: object) -> dict[str, float]:
+    try:
+        codes = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}") from err
+    if not isinstance(codes, dict):
+        raise ValueError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}")
+    return {str(k): float(v) for k, v in codes.items()}

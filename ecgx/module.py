@@ -1,0 +1,99 @@
+"""The LightningModule: a model, its loss, optimiser, scheduler and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric
+
+from ecgx.metrics import multilabel_metrics
+
+
+class ECGClassifier(L.LightningModule):
+    """Multi-label classification of ECG records.
+
+    Args:
+        net: the model (B, leads, samples) -> logits.
+        optimizer: a partial taking the parameters (``_partial_: true`` in config).
+        scheduler: a partial taking the optimiser, or None.
+        monitor: the metric a plateau scheduler follows.
+        class_names: filled from the data by the training entry point.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/macro_auroc",
+        class_names: list[str] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = torch.compile(net) if compile else net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.class_names = list(class_names or [])
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        # CatMetric gathers across DDP ranks, so epoch metrics see every record once.
+        self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.test_result: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["signal"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(logits))  # fmt: skip
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict) -> None:
+        logits = self(batch["signal"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(logits))  # fmt: skip
+        self.preds[stage].update(torch.sigmoid(logits.float()))
+        self.targets[stage].update(batch["target"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if not self.preds[stage].update_called:
+            return
+        probs, targets = self.preds[stage].compute(), self.targets[stage].compute()
+        self.preds[stage].reset()
+        self.targets[stage].reset()
+        metrics = multilabel_metrics(probs, targets, self.class_names)
+        headline = f"{stage}/macro_auroc"
+        self.log(headline, metrics.pop("macro_auroc"), prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
+        if stage == "test":
+            self.test_result = (probs.cpu(), targets.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }

@@ -1,0 +1,1 @@
+"""MLflow: the record of truth for every run, and the comparison across runs."""

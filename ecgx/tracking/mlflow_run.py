@@ -1,0 +1,94 @@
+"""What one training run writes to MLflow besides Lightning's per-epoch metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_TAG = "ecgx.sweep_id"
+OVERRIDES_TAG = "ecgx.overrides"
+CONFIG_HASH_TAG = "ecgx.config_hash"
+CHOICE_PREFIX = "choice/"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, before any data is read, when a tracking server cannot be reached."""
+    if not uri.startswith(("http://", "https://")):
+        if uri.startswith("sqlite:///"):
+            folder = Path(uri.removeprefix("sqlite:///")).parent
+            if not folder.is_dir():
+                raise FileNotFoundError(f"tracking_uri={uri}: folder {folder} does not exist")
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise ConnectionError(f"tracking_uri={uri}: /health answered {response.status}")
+    except (urllib.error.URLError, OSError) as err:
+        raise ConnectionError(
+            f"tracking_uri={uri}: MLflow tracking server unreachable ({err}). Start it, or set "
+            "MLFLOW_TRACKING_URI / tracking_uri to a reachable server or sqlite:///path.db"
+        ) from err
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [x, y]}`` -> ``{"a.b": 1, "c.0": x, "c.1": y}``."""
+    out: dict[str, Any] = {}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a composed config (resolved, paths and tracking excluded)."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(tree, dict)
+    for key in ("paths", "hydra", "tracking_uri"):
+        tree.pop(key, None)
+    blob = json.dumps(tree, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def log_config(
+    client: Any,
+    run_id: str,
+    cfg: DictConfig,
+    choices: dict[str, str],
+    overrides: list[str],
+    sweep_id: str | None,
+) -> None:
+    """The composed config as params and as ``config.yaml``; choices and overrides as tags."""
+    from mlflow.entities import Param, RunTag
+
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: v for k, v in flatten(tree).items() if not k.startswith("paths.")}
+    params.update({f"{CHOICE_PREFIX}{g}": c for g, c in choices.items() if not g.startswith("hydra")})
+    entries = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(entries), 100):  # MLflow's log_batch takes 100 params at a time
+        client.log_batch(run_id, params=entries[start : start + 100])
+    tags = {
+        OVERRIDES_TAG: json.dumps(overrides),
+        CONFIG_HASH_TAG: config_hash(cfg),
+    }
+    if sweep_id:
+        tags[SWEEP_TAG] = sweep_id
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        client.log_artifact(run_id, str(path))
+
+
+def log_file(client: Any, run_id: str, path: str | Path, folder: str | None = None) -> None:
+    client.log_artifact(run_id, str(path), folder)

@@ -1,0 +1,147 @@
+"""``ecgx train``: compose -> instantiate -> fit -> test the best checkpoint -> log to MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
+
+log = logging.getLogger(__name__)
+
+
+def hydra_context() -> dict[str, Any]:
+    """Group choices, command-line overrides and the sweep id of the running Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": [], "sweep_id": None}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "choices": {k: str(v) for k, v in hc.runtime.choices.items() if v is not None},
+        "overrides": list(hc.overrides.task),
+        # Every job of one multirun shares its sweep folder, and so this id.
+        "sweep_id": Path(hc.sweep.dir).name if multirun else None,
+    }
+
+
+def _enabled(node: Any) -> bool:
+    return node is not None and "_target_" in node
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one experiment from a composed config; returns the final metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ctx = hydra_context()
+
+    # Tracking first: an unreachable server is reported before any data is read.
+    logger = None
+    if _enabled(cfg.get("logger")):
+        check_tracking_uri(cfg.tracking_uri)
+        run_name = cfg.logger.get("run_name") or f"{ctx['choices'].get('model', 'run')}-s{cfg.seed}"
+        logger = instantiate(cfg.logger, run_name=run_name)
+        log_config(logger.experiment, logger.run_id, cfg, ctx["choices"], ctx["overrides"],
+                   ctx["sweep_id"])  # fmt: skip
+
+    try:
+        metrics = _fit_and_test(cfg, logger)
+    except BaseException:
+        if logger is not None:
+            logger.experiment.set_terminated(logger.run_id, "FAILED")
+        raise
+    if logger is not None:
+        logger.experiment.set_terminated(logger.run_id, "FINISHED")
+        print(f"\nMLflow run {logger.run_id} in experiment '{cfg.experiment_name}'.")
+        print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {cfg.tracking_uri}")
+    return metrics
+
+
+def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    net = instantiate(cfg.model, in_channels=datamodule.num_leads,
+                      num_classes=datamodule.num_classes)  # fmt: skip
+    module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if _enabled(c)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+
+    if logger is not None:
+        _log_data(logger, datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint: testing the last weights")
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
+                               weights_only=True)  # fmt: skip
+        metrics.update({k: float(v) for k, v in results[0].items()})
+        if logger is not None:
+            _log_results(logger, module, datamodule, metrics, best)
+    _print_metrics(metrics)
+    return metrics
+
+
+def _log_data(logger: Any, datamodule: Any) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    sizes = {f"data/n_{k}": len(v) for k, v in datamodule.indices.items()}
+    sizes["data/n_unlabelled_dropped"] = datamodule.dropped_unlabelled
+    sizes["data/n_skipped"] = len(datamodule.cache.skipped)
+    sizes["data/classes"] = ",".join(datamodule.class_names)
+    logger.log_hyperparams(sizes)
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = Path(tmp) / "splits.csv"
+        datamodule.split_table().to_csv(splits, index=False)
+        log_file(client, run_id, splits, "data")
+        if datamodule.cache.skipped:
+            skipped = Path(tmp) / "skipped_records.json"
+            skipped.write_text(json.dumps(datamodule.cache.skipped, indent=1))
+            log_file(client, run_id, skipped, "data")
+
+
+def _log_results(logger: Any, module: Any, datamodule: Any, metrics: dict, best: str) -> None:
+    import pandas as pd
+
+    from ecgx.plots import roc_curves
+
+    client, run_id = logger.experiment, logger.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        if module.test_result is not None:
+            probs, targets = module.test_result
+            names = datamodule.class_names
+            aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
+            plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",
+                              "Test ROC curves (best checkpoint)", aurocs)  # fmt: skip
+            log_file(client, run_id, plot, "plots")
+            meta = datamodule.cache.meta
+            ids = meta["record_id"].iloc[datamodule.indices["test"]].to_numpy()
+            table = pd.DataFrame({"record_id": ids})
+            for i, name in enumerate(names):
+                table[f"prob_{name}"] = probs[:, i].numpy()
+                table[f"true_{name}"] = targets[:, i].int().numpy()
+            table.to_csv(Path(tmp) / "test_predictions.csv", index=False)
+            log_file(client, run_id, Path(tmp) / "test_predictions.csv", "predictions")
+    if best:
+        log_file(client, run_id, best, "checkpoints")
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    rows = sorted((k, v) for k, v in metrics.items() if k.startswith("test/"))
+    if not rows:
+        return
+    width = max(len(k) for k, _ in rows)
+    print("\nTest metrics (best checkpoint):")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v:.4f}")
