@@ -1,8 +1,8 @@
 """The ``ecgx`` command. Each subcommand is a thin entry point over a library function.
 
-    ecgx train [hydra overrides]      compose conf/train.yaml, fit, test, log to MLflow
-    ecgx compare [options]            table of runs from MLflow, grouped, mean ± std
-    ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
+ecgx train [hydra overrides]      compose conf/train.yaml, fit, test, log to MLflow
+ecgx compare [options]            table of runs from MLflow, grouped, mean ± std
+ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ def _hydra_app(config_name: str, task: str) -> None:
     import hydra
     from omegaconf import DictConfig
 
+    from ecgx.errors import EcgxError
     from ecgx.train import train
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
-        metrics = train(cfg)
+        try:
+            metrics = train(cfg)
+        except EcgxError as err:
+            raise SystemExit(f"ecgx {task}: error: {err}") from None
         # Hyper-parameter sweepers read the returned value.
         key = cfg.get("optimized_metric")
         return metrics.get(key) if key else None

@@ -30,7 +30,9 @@ def multilabel_metrics(
     per_class = torch.where(defined, per_class, torch.full_like(per_class, float("nan")))
     undefined = [class_names[i] for i in torch.nonzero(~defined).flatten().tolist()]
     if undefined:
-        log.warning("AUROC undefined (one label value only) for %s: left out of the macro", undefined)
+        log.warning(
+            "AUROC undefined (one label value only) for %s: left out of the macro", undefined
+        )
     out = {
         "macro_auroc": float(per_class[defined].mean()) if defined.any() else float("nan"),
         "macro_f1": float(

@@ -27,6 +27,7 @@ import pandas as pd
 from filelock import FileLock
 
 from ecgx.data.record import Record, RecordError
+from ecgx.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def build_or_open(
 ) -> SignalCache:
     """Open the cache for ``spec``, building it first if absent (once, under a lock)."""
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise ConfigValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(spec)
@@ -182,4 +183,9 @@ def _build(
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     (out / SPEC).write_text(json.dumps(info, indent=1, default=str))
-    log.info("cache built: %d records in %.1fs (%d skipped)", len(kept), info["build_seconds"], len(skipped))
+    log.info(
+        "cache built: %d records in %.1fs (%d skipped)",
+        len(kept),
+        info["build_seconds"],
+        len(skipped),
+    )

@@ -130,7 +130,9 @@ class ECGDataModule(L.LightningDataModule):
         kept = np.flatnonzero(keep)
         self.dropped_unlabelled = int((~keep).sum())
         if self.dropped_unlabelled:
-            log.info("%d records have no label in this task and are left out", self.dropped_unlabelled)
+            log.info(
+                "%d records have no label in this task and are left out", self.dropped_unlabelled
+            )
         parts = self.split(cache.meta.iloc[kept].reset_index(drop=True), y[kept])
         self.indices = {name: kept[parts[name]] for name in SPLITS}
         normalize = self.transform.normalize

@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-from ecgx.data.record import LEADS, Record, RecordError, canonical_leads, check_signal, reorder_leads
+from ecgx.data.record import (
+    LEADS,
+    Record,
+    RecordError,
+    canonical_leads,
+    check_signal,
+    reorder_leads,
+)
+from ecgx.errors import ConfigValueError, MissingPathError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +55,9 @@ class PTBXL:
         synthetic: dict | None = None,
     ) -> None:
         if sampling_rate not in (100, 500):
-            raise ValueError(f"dataset.sampling_rate must be 100 or 500, got {sampling_rate}")
+            raise ConfigValueError(f"dataset.sampling_rate must be 100 or 500, got {sampling_rate}")
         if task not in TASKS:
-            raise ValueError(f"dataset.task must be one of {TASKS}, got {task!r}")
+            raise ConfigValueError(f"dataset.task must be one of {TASKS}, got {task!r}")
         self.root = Path(root).expanduser()
         self.sampling_rate = int(sampling_rate)
         self.task = task
@@ -65,10 +73,10 @@ class PTBXL:
             log.info("generating synthetic PTB-XL-layout set at %s", self.root)
             generate_ptbxl_like(self.root, **self.synthetic)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"dataset.root does not exist: {self.root}")
+            raise MissingPathError(f"dataset.root does not exist: {self.root}")
         for name in (DATABASE_CSV, STATEMENTS_CSV):
             if not (self.root / name).is_file():
-                raise FileNotFoundError(
+                raise MissingPathError(
                     f"dataset.root={self.root} is not a PTB-XL folder: {name} is missing"
                 )
 
@@ -88,7 +96,7 @@ class PTBXL:
         column = "filename_lr" if self.sampling_rate == 100 else "filename_hr"
         missing = [c for c in [*need, column] if c not in table.columns]
         if missing:
-            raise ValueError(f"{csv}: missing columns {missing}")
+            raise RecordError(f"{csv}: missing columns {missing}")
         return pd.DataFrame(
             {
                 "record_id": table["ecg_id"].astype(int).astype(str),
@@ -96,7 +104,9 @@ class PTBXL:
                 "age": table["age"].astype(float),
                 "sex": table["sex"].astype(float),
                 "strat_fold": table["strat_fold"].astype(int),
-                "labels": [_parse_codes(s, csv, i) for i, s in zip(table["ecg_id"], table["scp_codes"])],
+                "labels": [
+                    _parse_codes(s, csv, i) for i, s in zip(table["ecg_id"], table["scp_codes"])
+                ],
                 "path": table[column].astype(str),
                 "source": "ptbxl",
             }
@@ -178,7 +188,7 @@ def _parse_codes(text: str, csv: Path, ecg_id: object) -> dict[str, float]:
     try:
         codes = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
-        raise ValueError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}") from err
+        raise RecordError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}") from err
     if not isinstance(codes, dict):
-        raise ValueError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}")
+        raise RecordError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}")
     return {str(k): float(v) for k, v in codes.items()}

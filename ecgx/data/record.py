@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from ecgx.errors import EcgxError
+
 LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )  # fmt: skip
 _CANONICAL = {name.upper(): name for name in LEADS}
 
 
-class RecordError(ValueError):
+class RecordError(EcgxError, ValueError):
     """A record that cannot be turned into a correct signal; the message names the file."""
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ecgx.errors import ConfigValueError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -27,12 +29,12 @@ class FoldSplit:
         for name, folds in self.folds.items():
             for fold in folds:
                 if fold in seen:
-                    raise ValueError(f"split: fold {fold} is in both {seen[fold]} and {name}")
+                    raise ConfigValueError(f"split: fold {fold} is in both {seen[fold]} and {name}")
                 seen[fold] = name
 
     def __call__(self, meta: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
         if self.column not in meta.columns:
-            raise ValueError(
+            raise ConfigValueError(
                 f"split.column={self.column!r} is not a metadata column of this dataset "
                 f"(has {[c for c in meta.columns if c != 'labels']})"
             )
@@ -40,7 +42,7 @@ class FoldSplit:
         out = {name: np.flatnonzero(np.isin(fold, folds)) for name, folds in self.folds.items()}
         for name, idx in out.items():
             if len(idx) == 0:
-                raise ValueError(
+                raise ConfigValueError(
                     f"split.{name}: no records in folds {self.folds[name]} "
                     f"(present: {sorted(set(fold.tolist()))})"
                 )

@@ -83,6 +83,8 @@ class ECGNet(ECGModel):
         if fixed_kernel_size % 2 == 0:
             # The residual adds need length-preserving convolutions (padding k // 2).
             raise ValueError(f"ECGNet: fixed_kernel_size={fixed_kernel_size} must be odd")
+        if num_blocks < 1:
+            raise ValueError(f"ECGNet: num_blocks={num_blocks} must be at least 1")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.input_length = input_length
@@ -120,7 +122,7 @@ class ECGNet(ECGModel):
         self.bn2 = nn.BatchNorm1d(channels)
         self.avgpool = nn.AvgPool1d(kernel_size=8, stride=8, padding=2)
         pooled = (length + 2 * 2 - 8) // 8 + 1
-        if min(sum(input_length - k + 1 for k in kernel_sizes), length, pooled) <= 0:
+        if input_length < max(kernel_sizes) or length <= 0 or pooled <= 0:
             raise ValueError(f"ECGNet: input_length={input_length} is too short for this network")
         self.rnn = nn.LSTM(in_channels, lstm_hidden, batch_first=True)
         self.num_features = channels * pooled + lstm_hidden

@@ -144,7 +144,9 @@ def format_table(table: pd.DataFrame, fmt: str = "table", digits: int = 4) -> st
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body]) + "\n"
+    return (
+        "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body]) + "\n"
+    )
 
 
 def _hydra_style(argv: list[str]) -> list[str]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ecgx.errors import MissingPathError, TrackingError
+
 SWEEP_TAG = "ecgx.sweep_id"
 OVERRIDES_TAG = "ecgx.overrides"
 CONFIG_HASH_TAG = "ecgx.config_hash"
@@ -24,14 +26,14 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         if uri.startswith("sqlite:///"):
             folder = Path(uri.removeprefix("sqlite:///")).parent
             if not folder.is_dir():
-                raise FileNotFoundError(f"tracking_uri={uri}: folder {folder} does not exist")
+                raise MissingPathError(f"tracking_uri={uri}: folder {folder} does not exist")
         return
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
             if response.status != 200:
-                raise ConnectionError(f"tracking_uri={uri}: /health answered {response.status}")
+                raise TrackingError(f"tracking_uri={uri}: /health answered {response.status}")
     except (urllib.error.URLError, OSError) as err:
-        raise ConnectionError(
+        raise TrackingError(
             f"tracking_uri={uri}: MLflow tracking server unreachable ({err}). Start it, or set "
             "MLFLOW_TRACKING_URI / tracking_uri to a reachable server or sqlite:///path.db"
         ) from err
@@ -73,7 +75,9 @@ def log_config(
 
     tree = OmegaConf.to_container(cfg, resolve=True)
     params = {k: v for k, v in flatten(tree).items() if not k.startswith("paths.")}
-    params.update({f"{CHOICE_PREFIX}{g}": c for g, c in choices.items() if not g.startswith("hydra")})
+    params.update(
+        {f"{CHOICE_PREFIX}{g}": c for g, c in choices.items() if not g.startswith("hydra")}
+    )
     entries = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(entries), 100):  # MLflow's log_batch takes 100 params at a time
         client.log_batch(run_id, params=entries[start : start + 100])

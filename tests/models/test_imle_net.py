@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.reference_weights import reference_file
 from torch import nn
 
 from ecgx.models.base import count_parameters
@@ -16,6 +15,7 @@ from ecgx.models.imle_net import (
     SameConv1d,
     load_keras_weights,
 )
+from tests.helpers.reference_weights import reference_file
 
 KERAS_REFERENCE = "imle_keras_reference.npz"
 
@@ -193,3 +193,11 @@ def test_bad_keras_weights_are_rejected_before_copying(
         load_keras_weights(net, renamed)
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_eval_mode_backward_on_cuda() -> None:
+    net = IMLENet().cuda().eval()
+    x = torch.randn(2, 12, 1000, device="cuda", requires_grad=True)
+    net(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

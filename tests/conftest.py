@@ -1,0 +1,59 @@
+"""Shared fixtures: configs are composed the way `ecgx train` composes them, never built by hand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLES = SHARED / "ecg-samples"
+PTBXL_SAMPLES = SAMPLES / "ptbxl"
+
+os.environ.setdefault("ECGX_ROOT", str(ROOT))
+# Keep tests on 2 cores predictable and quiet.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+SMALL_SET = {"n_records": 300, "seed": 0, "sampling_rates": [100]}
+
+
+def needs_samples(path: Path = SAMPLES) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.is_dir(), reason=f"{path} absent")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic PTB-XL-layout set shared by the whole session."""
+    from ecgx.data.synthetic import generate_ptbxl_like
+
+    root = tmp_path_factory.mktemp("synthetic") / "synthetic-ptbxl"
+    return generate_ptbxl_like(root, **SMALL_SET)
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictConfig]:
+    """``compose_train(*overrides)``: conf/train.yaml on the small synthetic set, writing every
+    output (cache, logs, MLflow store) under this test's tmp_path."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        base = [
+            f"dataset.root={synthetic_root}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.output_dir={tmp_path / 'out'}",
+            f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*base, *overrides])
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    return _compose

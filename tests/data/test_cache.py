@@ -1,0 +1,92 @@
+"""The signal cache: built once, reopened by key, atomic, errors named or skipped and counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgx.data.cache import SignalCache, build_or_open, cache_key
+from ecgx.data.record import LEADS, Record, RecordError
+from ecgx.data.transforms import FixedLength
+
+
+def _meta(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"record_id": [str(i) for i in range(n)], "patient_id": "p",
+                         "labels": [{"NORM": 100.0}] * n})  # fmt: skip
+
+
+class CountingReader:
+    """Records of varying length; counts reads so a cache hit is visible."""
+
+    def __init__(self, bad: set[str] = frozenset()) -> None:
+        self.calls = 0
+        self.bad = bad
+
+    def __call__(self, row: pd.Series) -> Record:
+        self.calls += 1
+        if row["record_id"] in self.bad:
+            raise RecordError(f"/data/{row['record_id']}.dat: truncated")
+        i = int(row["record_id"])
+        signal = np.arange(12 * (100 + i), dtype=np.float32).reshape(12, -1) + i
+        return Record(row["record_id"], signal, 100.0, LEADS)
+
+
+def _identity(x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
+    return x, fs
+
+
+def test_second_build_is_a_hit_with_identical_bytes(tmp_path) -> None:
+    reader = CountingReader()
+    spec = {"dataset": {"reader": "test"}, "offline": []}
+    first = build_or_open(tmp_path, spec, _meta(5), reader, _identity)
+    assert reader.calls == 5
+    second = build_or_open(tmp_path, spec, _meta(5), reader, _identity)
+    assert reader.calls == 5  # opened, not rebuilt
+    for i in range(5):
+        np.testing.assert_array_equal(first[i], second[i])
+        assert second[i].shape == (12, 100 + i)  # variable lengths survive
+    assert first.fixed_length() is None
+    assert list(second.meta["record_id"]) == ["0", "1", "2", "3", "4"]
+    assert second.meta["labels"][0] == {"NORM": 100.0}
+
+
+def test_key_depends_on_offline_transforms() -> None:
+    base = {"dataset": {"reader": "test"}, "offline": []}
+    cropped = {**base, "offline": [FixedLength(50).spec()]}
+    assert cache_key(base) != cache_key(cropped)
+    assert cache_key(cropped) == cache_key({**base, "offline": [FixedLength(50).spec()]})
+
+
+def test_fixed_length_store_is_a_3d_view(tmp_path) -> None:
+    crop = FixedLength(80)
+    cache = build_or_open(tmp_path, {"offline": [crop.spec()]}, _meta(4), CountingReader(), crop)
+    assert cache.fixed_length() == 80
+    np.testing.assert_array_equal(cache[3], CountingReader()(_meta(4).iloc[3]).signal[:, :80])
+
+
+def test_bad_record_raises_naming_the_file(tmp_path) -> None:
+    with pytest.raises(RecordError, match="/data/2.dat"):
+        build_or_open(tmp_path, {"x": 1}, _meta(4), CountingReader({"2"}), _identity)
+    # The failed build leaves neither a cache nor a temporary folder behind.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_skip_counts_and_names_bad_records(tmp_path) -> None:
+    cache = build_or_open(tmp_path, {"x": 2}, _meta(4), CountingReader({"1", "3"}), _identity,
+                          on_error="skip")  # fmt: skip
+    assert len(cache) == 2
+    assert [s["record_id"] for s in cache.skipped] == ["1", "3"]
+    assert "truncated" in cache.skipped[0]["error"]
+    assert list(cache.meta["record_id"]) == ["0", "2"]
+
+
+def test_cache_pickles_without_its_data(tmp_path) -> None:
+    import pickle
+
+    cache = build_or_open(tmp_path, {"x": 3}, _meta(3), CountingReader(), _identity)
+    _ = cache[0]
+    blob = pickle.dumps(cache)
+    assert len(blob) < 20_000  # DataLoader workers re-map the file instead of copying it
+    clone: SignalCache = pickle.loads(blob)
+    np.testing.assert_array_equal(clone[2], cache[2])

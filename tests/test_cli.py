@@ -1,0 +1,94 @@
+"""The ecgx command as a user runs it: a 2×2 multirun compared from MLflow, and early errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def ecgx(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ecgx.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _isolated(tmp_path: Path, root: Path) -> list[str]:
+    return [
+        f"dataset.root={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+
+@pytest.mark.slow
+def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
+    run = ecgx("train", "-m", "model=imle_net,ecgnet", "seed=0,1", "debug=smoke",
+               "experiment_name=sweep-test", *_isolated(tmp_path, synthetic_root))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "table.csv"
+    cmp = ecgx("compare", "--experiment", "sweep-test", "--sweep", "latest", "--format", "csv",
+               "--output", str(out), "--tracking-uri", uri)  # fmt: skip
+    assert cmp.returncode == 0, cmp.stderr[-3000:]
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table["model"]) == ["ecgnet", "imle_net"]  # grouped by what varies, not seed
+    assert list(table["n"]) == [2, 2]
+    assert "test/macro_auroc mean" in table.columns and "test/macro_auroc std" in table.columns
+    assert table["test/macro_auroc mean"].between(0, 1).all()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    assert len(runs) == 4
+    assert len({r.data.tags["ecgx.sweep_id"] for r in runs}) == 1  # one sweep id for all jobs
+    means = table.set_index("model")["test/macro_auroc mean"]
+    for model in ("ecgnet", "imle_net"):
+        mine = [r.data.metrics["test/macro_auroc"] for r in runs
+                if r.data.params["choice/model"] == model]  # fmt: skip
+        assert means[model] == pytest.approx(sum(mine) / 2)
+
+    md = ecgx("compare", "experiment=sweep-test", "group_by=[model,seed]", "format=markdown",
+              "--tracking-uri", uri)  # fmt: skip
+    assert md.returncode == 0, md.stderr[-2000:]
+    lines = [ln for ln in md.stdout.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| model | seed | n |") and len(lines) == 5  # header + 4 groups
+
+
+def test_missing_dataset_root_fails_fast(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    run = ecgx("train", "dataset=ptbxl", *_isolated(tmp_path, tmp_path / "no-such-ptbxl"))
+    assert run.returncode != 0
+    assert "no-such-ptbxl" in run.stderr
+    assert time.perf_counter() - t0 < 60
+
+
+def test_unknown_option_and_wrong_key_fail_fast(tmp_path: Path) -> None:
+    run = ecgx("train", "model=resnet9000")
+    assert run.returncode != 0 and "resnet9000" in run.stderr and "compact_resnet" in run.stderr
+    run = ecgx("train", "trainer.max_epoks=3")
+    assert run.returncode != 0 and "max_epoks" in run.stderr
+
+
+def test_unreachable_tracking_server_fails_before_data(tmp_path: Path) -> None:
+    run = ecgx("train", *_isolated(tmp_path, tmp_path / "never-read"),
+               "tracking_uri=http://127.0.0.1:9")  # fmt: skip
+    assert run.returncode != 0
+    assert "127.0.0.1:9" in run.stderr and "unreachable" in run.stderr
+    assert not (tmp_path / "never-read").exists()
