@@ -43,7 +43,9 @@ class ECGClassifier(L.LightningModule):
         # CatMetric gathers across DDP ranks, so epoch metrics see every record once.
         self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
-        self.test_result: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.record_index = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        #: (probabilities, targets, cache row of each record) of the last test epoch
+        self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -62,6 +64,7 @@ class ECGClassifier(L.LightningModule):
                  batch_size=len(logits))  # fmt: skip
         self.preds[stage].update(torch.sigmoid(logits.float()))
         self.targets[stage].update(batch["target"])
+        self.record_index[stage].update(batch["index"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -73,14 +76,15 @@ class ECGClassifier(L.LightningModule):
         if not self.preds[stage].update_called:
             return
         probs, targets = self.preds[stage].compute(), self.targets[stage].compute()
-        self.preds[stage].reset()
-        self.targets[stage].reset()
+        rows = self.record_index[stage].compute()
+        for metric in (self.preds, self.targets, self.record_index):
+            metric[stage].reset()
         metrics = multilabel_metrics(probs, targets, self.class_names)
         headline = f"{stage}/macro_auroc"
         self.log(headline, metrics.pop("macro_auroc"), prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
-            self.test_result = (probs.cpu(), targets.cpu())
+            self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

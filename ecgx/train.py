@@ -119,14 +119,13 @@ def _log_results(logger: Any, module: Any, datamodule: Any, metrics: dict, best:
     client, run_id = logger.experiment, logger.run_id
     with tempfile.TemporaryDirectory() as tmp:
         if module.test_result is not None:
-            probs, targets = module.test_result
+            probs, targets, rows = module.test_result
             names = datamodule.class_names
             aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
             plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",
                               "Test ROC curves (best checkpoint)", aurocs)  # fmt: skip
             log_file(client, run_id, plot, "plots")
-            meta = datamodule.cache.meta
-            ids = meta["record_id"].iloc[datamodule.indices["test"]].to_numpy()
+            ids = datamodule.cache.meta["record_id"].iloc[rows.numpy()].to_numpy()
             table = pd.DataFrame({"record_id": ids})
             for i, name in enumerate(names):
                 table[f"prob_{name}"] = probs[:, i].numpy()

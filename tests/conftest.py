@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +52,12 @@ def compose_train(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictCon
             f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*base, *overrides])
+            cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=True)
+        # As inside `ecgx train`: the job sees its group choices through HydraConfig, and
+        # the composed config without the hydra node.
+        HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            cfg.pop("hydra", None)
+            cfg.pop("hydra")
         return cfg
 
     return _compose

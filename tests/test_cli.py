@@ -35,7 +35,10 @@ def _isolated(tmp_path: Path, root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
-    run = ecgx("train", "-m", "model=imle_net,ecgnet", "seed=0,1", "debug=smoke",
+    # IMLE-Net costs ~15 GFLOP per record and step: tiny batches keep 4 jobs quick on 2 cores.
+    tiny = ["data.batch_size=4", "data.eval_batch_size=8", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=2"]  # fmt: skip
+    run = ecgx("train", "-m", "model=imle_net,ecgnet", "seed=0,1", "debug=smoke", *tiny,
                "experiment_name=sweep-test", *_isolated(tmp_path, synthetic_root))  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
 

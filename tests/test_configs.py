@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from ecgx.data.datamodule import ECGDataModule
+from ecgx.data.transforms import OfflineTransform, OnlineTransform
 from ecgx.models.base import ECGModel
 from tests.conftest import ROOT
 
@@ -44,6 +45,8 @@ def test_models_instantiate_and_run(compose_train, name: str) -> None:
 def test_transforms_instantiate(compose_train, name: str) -> None:
     pipeline = instantiate(compose_train(f"transform={name}").transform)
     assert pipeline.normalize is not None
+    assert all(isinstance(t, OfflineTransform) for t in pipeline.offline)
+    assert all(isinstance(t, OnlineTransform) for t in pipeline.online)
     x, fs = pipeline.apply_offline(torch.randn(12, 1000).numpy(), 100.0)
     assert x.shape == (12, 1000) and fs == 100.0
 

@@ -52,4 +52,6 @@ def test_smoke_run_logs_config_metrics_and_artifacts(compose_train, tmp_path) ->
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = client.get_metric_history(run.info.run_id, "val/macro_auroc")
     assert len(history) >= 1
-    assert json.loads(run.data.tags["ecgx.overrides"]) == []
+    overrides = json.loads(run.data.tags["ecgx.overrides"])
+    assert {"debug=smoke", "experiment_name=smoke-test"} <= set(overrides)
+    assert run.data.params["choice/model"] == "compact_resnet"

@@ -11,32 +11,42 @@ A :class:`TransformPipeline` holds the three lists; the ``transform/`` config gr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import signal as sps
 
+from ecgx.errors import ConfigValueError
 
-class OfflineTransform:
+
+# Plain classes, not dataclasses: OmegaConf turns dataclass instances inside an instantiated
+# list back into DictConfigs, which would silently drop the transform.
+class _Settings:
+    def spec(self) -> dict:
+        """Class name and settings: part of the cache key for offline transforms."""
+        return {"name": type(self).__name__, **vars(self)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class OfflineTransform(_Settings):
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         raise NotImplementedError
 
-    def spec(self) -> dict:
-        return {"name": type(self).__name__, **asdict(self)}  # type: ignore[call-overload]
 
-
-@dataclass
 class Bandpass(OfflineTransform):
     """Zero-phase Butterworth band-pass (``low=None`` makes it low-pass, ``high=None`` high-pass)."""
 
-    low: float | None = 0.5
-    high: float | None = 40.0
-    order: int = 3
+    def __init__(self, low: float | None = 0.5, high: float | None = 40.0, order: int = 3):
+        self.low, self.high, self.order = low, high, int(order)
 
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         nyq = fs / 2
         if self.high is not None and self.high >= nyq:
-            raise ValueError(f"transform Bandpass.high={self.high} Hz must be below fs/2 = {nyq}")
+            raise ConfigValueError(
+                f"transform Bandpass.high={self.high} Hz must be below fs/2 = {nyq}"
+            )
         if self.low is not None and self.high is not None:
             sos = sps.butter(self.order, [self.low, self.high], "bandpass", fs=fs, output="sos")
         elif self.low is not None:
@@ -48,11 +58,11 @@ class Bandpass(OfflineTransform):
         return sps.sosfiltfilt(sos, x, axis=-1).astype(np.float32), fs
 
 
-@dataclass
 class Resample(OfflineTransform):
     """Polyphase resampling to ``fs`` (anti-aliased)."""
 
-    fs: float = 100.0
+    def __init__(self, fs: float = 100.0) -> None:
+        self.fs = float(fs)
 
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         if fs == self.fs:
@@ -64,16 +74,13 @@ class Resample(OfflineTransform):
         return y.astype(np.float32), float(self.fs)
 
 
-@dataclass
 class FixedLength(OfflineTransform):
     """Crop or zero-pad every record to ``length`` samples; ``align`` says which end is kept."""
 
-    length: int = 1000
-    align: str = "left"  # left | right | center
-
-    def __post_init__(self) -> None:
-        if self.align not in ("left", "right", "center"):
-            raise ValueError(f"FixedLength.align must be left/right/center, got {self.align!r}")
+    def __init__(self, length: int = 1000, align: str = "left") -> None:
+        if align not in ("left", "right", "center"):
+            raise ConfigValueError(f"FixedLength.align must be left/right/center, got {align!r}")
+        self.length, self.align = int(length), align
 
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         n = x.shape[-1]
@@ -137,21 +144,21 @@ class Standardize:
         self.std = np.asarray(state["std"], dtype=np.float32)
 
 
-class OnlineTransform:
+class OnlineTransform(_Settings):
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
 
-@dataclass
 class RandomCrop(OnlineTransform):
     """A random window of ``length`` samples in training; the centre window in evaluation."""
 
-    length: int = 250
+    def __init__(self, length: int = 250) -> None:
+        self.length = int(length)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = x.shape[-1]
         if n < self.length:
-            raise ValueError(f"RandomCrop.length={self.length} exceeds the record length {n}")
+            raise ConfigValueError(f"RandomCrop.length={self.length} exceeds the record length {n}")
         start = int(rng.integers(0, n - self.length + 1))
         return x[:, start : start + self.length]
 
@@ -160,20 +167,21 @@ class RandomCrop(OnlineTransform):
         return x[:, start : start + self.length]
 
 
-@dataclass
 class GaussianNoise(OnlineTransform):
-    std: float = 0.01
+    """Additive white noise of standard deviation ``std`` (in normalised units)."""
+
+    def __init__(self, std: float = 0.01) -> None:
+        self.std = float(std)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return x + rng.normal(0.0, self.std, size=x.shape).astype(x.dtype)
 
 
-@dataclass
 class AmplitudeScale(OnlineTransform):
     """Each lead times its own factor from N(1, ``sigma``) with probability ``p``."""
 
-    sigma: float = 0.1
-    p: float = 0.5
+    def __init__(self, sigma: float = 0.1, p: float = 0.5) -> None:
+        self.sigma, self.p = float(sigma), float(p)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() >= self.p:
