@@ -95,3 +95,23 @@ def test_unreachable_tracking_server_fails_before_data(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert "127.0.0.1:9" in run.stderr and "unreachable" in run.stderr
     assert not (tmp_path / "never-read").exists()
+
+
+def test_data_inspect_prints_splits_and_writes_labels(tmp_path: Path, synthetic_root: Path) -> None:
+    out = tmp_path / "labels.csv"
+    run = ecgx("data", "inspect", f"dataset.root={synthetic_root}",
+               f"paths.cache_dir={tmp_path / 'cache'}", "--output", str(out))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "classes (5): CD, HYP, MI, NORM, STTC" in run.stdout
+    import pandas as pd
+
+    table = pd.read_csv(out, dtype={"record_id": str})
+    assert list(table.columns) == ["record_id", "split", "CD", "HYP", "MI", "NORM", "STTC"]
+    counts = table["split"].value_counts()
+    assert (
+        f"records {counts['train']:>5} {counts['val']:>4} {counts['test']:>5}".split()
+        == [line for line in run.stdout.splitlines() if line.startswith("records")][0].split()
+    )
+    db = pd.read_csv(synthetic_root / "ptbxl_database.csv")
+    fold = dict(zip(db["ecg_id"].astype(str), db["strat_fold"]))
+    assert {fold[r] for r in table.loc[table["split"] == "test", "record_id"]} == {10}
