@@ -48,3 +48,33 @@ def test_per_lead_and_online_crop(compose_train) -> None:
     assert train.shape[-1] == test.shape[-1] == 250
     again = next(iter(dm.test_dataloader()))["signal"]
     assert (test == again).all()  # evaluation crops are deterministic (centre)
+
+
+def _damaged_copy(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "damaged"
+    shutil.copytree(synthetic_root, root)
+    dat = root / "records100" / "00000" / "00005_lr.dat"
+    dat.write_bytes(dat.read_bytes()[:999])
+    return root
+
+
+def test_bad_record_stops_the_build_naming_the_file(compose_train, synthetic_root, tmp_path):
+    import pytest
+
+    from ecgx.data.record import RecordError
+
+    root = _damaged_copy(synthetic_root, tmp_path)
+    dm = instantiate(compose_train(f"dataset.root={root}").data)
+    with pytest.raises(RecordError, match="00005_lr"):
+        dm.prepare_data()
+
+
+def test_on_error_skip_counts_and_names_the_record(compose_train, synthetic_root, tmp_path):
+    root = _damaged_copy(synthetic_root, tmp_path)
+    dm = instantiate(compose_train(f"dataset.root={root}", "data.on_error=skip").data)
+    dm.setup("fit")
+    assert [s["record_id"] for s in dm.cache.skipped] == ["5"]
+    assert "00005_lr" in dm.cache.skipped[0]["error"]
+    assert len(dm.cache) == 299 and "5" not in set(dm.cache.meta["record_id"])
