@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import wfdb
 
 from ecgx.data.record import (
     LEADS,
@@ -23,6 +22,7 @@ from ecgx.data.record import (
     check_signal,
     reorder_leads,
 )
+from ecgx.data.wfdb_format16 import read_record
 from ecgx.errors import ConfigValueError, MissingPathError
 
 log = logging.getLogger(__name__)
@@ -116,23 +116,15 @@ class PTBXL:
         """The record of one metadata row, leads in canonical order, in mV."""
         path = self.root / row["path"]
         where = str(path)
-        try:
-            rec = wfdb.rdrecord(str(path))
-        except FileNotFoundError as err:
-            raise RecordError(f"{where}: record file missing ({err.filename})") from err
-        except Exception as err:  # wfdb raises bare ValueErrors etc. for damaged files
-            raise RecordError(f"{where}: unreadable WFDB record ({err})") from err
-        if rec.p_signal is None:
-            raise RecordError(f"{where}: no physical signal")
-        if rec.fs != self.sampling_rate:
-            raise RecordError(f"{where}: fs {rec.fs} Hz, expected {self.sampling_rate}")
-        signal = rec.p_signal.T.astype(np.float32)
+        signal, fs, names = read_record(path)
+        if fs != self.sampling_rate:
+            raise RecordError(f"{where}: fs {fs} Hz, expected {self.sampling_rate}")
         check_signal(signal, where)
-        leads = canonical_leads(rec.sig_name, where)
+        leads = canonical_leads(names, where)
         return Record(
             record_id=row["record_id"],
             signal=reorder_leads(signal, leads, LEADS, where),
-            fs=float(rec.fs),
+            fs=float(fs),
             leads=LEADS,
             patient_id=row["patient_id"],
             age=row["age"],
