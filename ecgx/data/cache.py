@@ -100,13 +100,17 @@ class SignalCache:
 def build_or_open(
     cache_dir: str | Path,
     spec: dict,
-    meta: pd.DataFrame,
+    meta: pd.DataFrame | Callable[[], pd.DataFrame],
     read: Callable[[pd.Series], Record],
     transform: Callable[[np.ndarray, float], tuple[np.ndarray, float]],
     on_error: str = "raise",
     rebuild: bool = False,
 ) -> SignalCache:
-    """Open the cache for ``spec``, building it first if absent (once, under a lock)."""
+    """Open the cache for ``spec``, building it first if absent (once, under a lock).
+
+    ``meta`` may be a callable so a cache hit never pays for listing the dataset (parsing tens
+    of thousands of headers); the cache keeps its own copy of the metadata.
+    """
     if on_error not in ("raise", "skip"):
         raise ConfigValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
     cache_dir = Path(cache_dir)
@@ -119,7 +123,7 @@ def build_or_open(
         if not (final / SPEC).is_file():
             tmp = cache_dir / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
             try:
-                _build(tmp, spec, meta, read, transform, on_error)
+                _build(tmp, spec, meta() if callable(meta) else meta, read, transform, on_error)
                 os.replace(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

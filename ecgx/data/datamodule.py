@@ -112,7 +112,7 @@ class ECGDataModule(L.LightningDataModule):
             self.cache = build_or_open(
                 self.cache_dir,
                 self.cache_spec(),
-                self.dataset.metadata(),
+                self.dataset.metadata,
                 self.dataset.read,
                 self.transform.apply_offline,
                 on_error=self.on_error,

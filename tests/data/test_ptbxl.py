@@ -117,3 +117,16 @@ def test_truncated_record_is_a_clear_error(tmp_path) -> None:
     reader = PTBXL(root)
     with pytest.raises(RecordError, match="00001_lr"):
         reader.read(reader.metadata().iloc[0])
+
+
+def test_cache_spec_changes_when_the_database_table_changes(synthetic_root, tmp_path) -> None:
+    import os
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    before = PTBXL(root).signal_spec()
+    assert PTBXL(root).signal_spec() == before
+    stat = (root / "ptbxl_database.csv").stat()
+    os.utime(root / "ptbxl_database.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert PTBXL(root).signal_spec() != before  # a regenerated set gets a fresh cache
