@@ -8,8 +8,10 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ecgx.data.datamodule import ECGDataModule
+from ecgx.data.record import LEADS
 from ecgx.data.transforms import OfflineTransform, OnlineTransform
 from ecgx.models.base import ECGModel
 from tests.conftest import ROOT
@@ -44,25 +46,27 @@ def test_models_instantiate_and_run(compose_train, name: str) -> None:
 @pytest.mark.parametrize("name", options("transform"))
 def test_transforms_instantiate(compose_train, name: str) -> None:
     pipeline = instantiate(compose_train(f"transform={name}").transform)
-    assert pipeline.normalize is not None
     assert all(isinstance(t, OfflineTransform) for t in pipeline.offline)
     assert all(isinstance(t, OnlineTransform) for t in pipeline.online)
-    x, fs = pipeline.apply_offline(torch.randn(12, 1000).numpy(), 100.0)
-    assert x.shape == (12, 1000) and fs == 100.0
+    x, fs = pipeline.apply_offline(torch.randn(12, 5000).numpy(), 500.0)
+    assert x.ndim == 2 and x.shape[0] == len(pipeline.output_leads(LEADS)) and fs > 0
 
 
 @pytest.mark.parametrize("name", options("dataset"))
 def test_datasets_compose(compose_train, name: str) -> None:
     cfg = compose_train(f"dataset={name}")
     reader = instantiate(cfg.dataset)
-    assert reader.signal_spec()["sampling_rate"] == 100
+    assert reader.signal_spec()["reader"]
     dm = instantiate(cfg.data)
     assert isinstance(dm, ECGDataModule)
 
 
 @pytest.mark.parametrize("name", options("split"))
 def test_splits_instantiate(compose_train, name: str) -> None:
-    assert callable(instantiate(compose_train(f"split={name}").split))
+    cfg = compose_train(f"split={name}")
+    for key in OmegaConf.missing_keys(cfg.split):  # required values (`???`) a user must give
+        OmegaConf.update(cfg, key, "placeholder")
+    assert callable(instantiate(cfg.split))
 
 
 @pytest.mark.parametrize("name", options("trainer"))

@@ -105,10 +105,12 @@ def build_or_open(
     transform: Callable[[np.ndarray, float], tuple[np.ndarray, float]],
     on_error: str = "raise",
     rebuild: bool = False,
+    output_leads: Callable[[tuple[str, ...]], tuple[str, ...]] = tuple,
 ) -> SignalCache:
     """Open the cache for ``spec``, building it first if absent (once, under a lock).
 
-    ``meta`` may be a callable so a cache hit never pays for listing the dataset (parsing tens
+    ``output_leads`` names the rows the transform returns given the reader's lead names (a lead
+    subset changes them). ``meta`` may be a callable so a cache hit never pays for listing the dataset (parsing tens
     of thousands of headers); the cache keeps its own copy of the metadata.
     """
     if on_error not in ("raise", "skip"):
@@ -123,7 +125,8 @@ def build_or_open(
         if not (final / SPEC).is_file():
             tmp = cache_dir / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
             try:
-                _build(tmp, spec, meta() if callable(meta) else meta, read, transform, on_error)
+                table = meta() if callable(meta) else meta
+                _build(tmp, spec, table, read, transform, on_error, output_leads)
                 os.replace(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -139,6 +142,7 @@ def _build(
     read: Callable[[pd.Series], Record],
     transform: Callable[[np.ndarray, float], tuple[np.ndarray, float]],
     on_error: str,
+    output_leads: Callable[[tuple[str, ...]], tuple[str, ...]],
 ) -> None:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -152,20 +156,26 @@ def _build(
             try:
                 rec = read(row)
                 x, fs = transform(rec.signal, rec.fs)
+                names = tuple(output_leads(rec.leads))
+                if x.ndim != 2 or x.shape[0] != len(names):
+                    raise RecordError(
+                        f"record {rec.record_id}: the offline transforms returned shape "
+                        f"{x.shape}, expected ({len(names)} leads {list(names)}, samples)"
+                    )
                 if fs_out is not None and fs != fs_out:
                     raise RecordError(
                         f"record {rec.record_id}: fs {fs} Hz after the offline transforms, "
                         f"others have {fs_out} Hz (add transform Resample)"
                     )
-                if leads is not None and rec.leads != leads:
-                    raise RecordError(f"record {rec.record_id}: leads {rec.leads} != {leads}")
+                if leads is not None and names != leads:
+                    raise RecordError(f"record {rec.record_id}: leads {names} != {leads}")
             except RecordError as err:
                 if on_error == "raise":
                     raise
                 skipped.append({"record_id": str(row["record_id"]), "error": str(err)})
                 log.warning("skipped: %s", err)
                 continue
-            fs_out, leads = fs, rec.leads
+            fs_out, leads = fs, names
             f.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
             lengths.append(x.shape[-1])
             kept.append(pos)

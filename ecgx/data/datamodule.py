@@ -117,6 +117,7 @@ class ECGDataModule(L.LightningDataModule):
                 self.transform.apply_offline,
                 on_error=self.on_error,
                 rebuild=self.rebuild_cache,
+                output_leads=self.transform.output_leads,
             )
             self.rebuild_cache = False
         return self.cache
@@ -163,8 +164,7 @@ class ECGDataModule(L.LightningDataModule):
 
     @property
     def input_length(self) -> int | None:
-        length = self._open_cache().fixed_length()
-        return None if length is None else self.transform.output_length(length)
+        return self.transform.output_length(self._open_cache().fixed_length())
 
     def split_table(self) -> pd.DataFrame:
         """Record ids per split (logged to the run so the split can be audited and reused)."""
@@ -198,12 +198,11 @@ class ECGDataModule(L.LightningDataModule):
     # -- checkpointed state: what predict/eval need to transform new records identically -----
     def state_dict(self) -> dict:
         state: dict[str, Any] = {"class_names": list(self.class_names)}
-        if self.transform.normalize is not None and self.transform.normalize.mean is not None:
-            norm = self.transform.normalize.state_dict()
+        if self.transform.normalize is not None and self._datasets:
+            # Plain lists and scalars: checkpoints load with weights_only=True.
             state["normalize"] = {
-                "per_lead": norm["per_lead"],
-                "mean": norm["mean"].tolist(),
-                "std": norm["std"].tolist(),
+                k: v.tolist() if isinstance(v, np.ndarray) else v
+                for k, v in self.transform.normalize.state_dict().items()
             }
         return state
 

@@ -6,6 +6,9 @@
 - online: per sample while batches are drawn, on the train split only unless asked.
 
 A :class:`TransformPipeline` holds the three lists; the ``transform/`` config group builds one.
+
+Online transforms never write into their input: without a fitted normaliser it is a read-only
+view of the memory-mapped cache.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import signal as sps
 
+from ecgx.data.record import LEADS
 from ecgx.errors import ConfigValueError
 
 
@@ -33,6 +37,10 @@ class _Settings:
 class OfflineTransform(_Settings):
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         raise NotImplementedError
+
+    def output_leads(self, leads: tuple[str, ...]) -> tuple[str, ...]:
+        """The lead names of the output rows given those of the input (same, unless selected)."""
+        return leads
 
 
 class Bandpass(OfflineTransform):
@@ -83,16 +91,81 @@ class FixedLength(OfflineTransform):
         self.length, self.align = int(length), align
 
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
-        n = x.shape[-1]
-        if n == self.length:
-            return x, fs
-        if n > self.length:
-            start = {"left": 0, "right": n - self.length, "center": (n - self.length) // 2}
-            s = start[self.align]
-            return x[:, s : s + self.length], fs
-        pad = self.length - n
-        before = {"left": 0, "right": pad, "center": pad // 2}[self.align]
-        return np.pad(x, ((0, 0), (before, pad - before))), fs
+        return _crop_or_pad(x, self.length, self.align), fs
+
+
+def _crop_or_pad(x: np.ndarray, length: int, align: str) -> np.ndarray:
+    n = x.shape[-1]
+    if n == length:
+        return x
+    if n > length:
+        s = {"left": 0, "right": n - length, "center": (n - length) // 2}[align]
+        return x[:, s : s + length]
+    pad = length - n
+    before = {"left": 0, "right": pad, "center": pad // 2}[align]
+    return np.pad(x, ((0, 0), (before, pad - before)))
+
+
+class Notch(OfflineTransform):
+    """Zero-phase IIR notch at ``freq`` Hz (mains interference); ``quality`` = freq / bandwidth."""
+
+    def __init__(self, freq: float = 50.0, quality: float = 30.0) -> None:
+        self.freq, self.quality = float(freq), float(quality)
+
+    def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
+        if not 0 < self.freq < fs / 2:
+            raise ConfigValueError(
+                f"transform Notch.freq={self.freq} Hz must be between 0 and fs/2 = {fs / 2}"
+            )
+        b, a = sps.iirnotch(self.freq, self.quality, fs=fs)
+        return sps.filtfilt(b, a, x, axis=-1).astype(np.float32), fs
+
+
+class LeadSubset(OfflineTransform):
+    """Keep some leads, by canonical name (any case: ``avr`` is ``aVR``), in the order given.
+
+    The input must be the 12 leads in canonical order, which every reader yields; the output
+    rows are ``leads`` in the order listed, so the cache must record :meth:`output_leads`
+    rather than the reader's lead names. (The CPSC2018 seed keeps canonical order whatever the
+    order on its command line: list the leads in canonical order to reproduce it.)
+    """
+
+    def __init__(self, leads: Sequence[str]) -> None:
+        canonical = {name.upper(): name for name in LEADS}
+        unknown = [name for name in leads if str(name).strip().upper() not in canonical]
+        if unknown or not leads:
+            raise ConfigValueError(
+                f"transform LeadSubset.leads={list(leads)}: unknown {unknown}, expected some of "
+                f"{list(LEADS)}"
+            )
+        self.leads = [canonical[str(name).strip().upper()] for name in leads]
+        if len(set(self.leads)) != len(self.leads):
+            raise ConfigValueError(f"transform LeadSubset.leads={self.leads} repeats a lead")
+
+    def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
+        if x.shape[0] != len(LEADS):
+            raise ConfigValueError(
+                f"transform LeadSubset needs the {len(LEADS)} canonical leads, got {x.shape[0]} "
+                "rows (is there another LeadSubset before it?)"
+            )
+        return x[[LEADS.index(name) for name in self.leads]], fs
+
+    def output_leads(self, leads: tuple[str, ...]) -> tuple[str, ...]:
+        if tuple(leads) != LEADS:
+            raise ConfigValueError(
+                f"transform LeadSubset needs the leads {list(LEADS)} in order, got {list(leads)}"
+            )
+        return tuple(self.leads)
+
+
+class ToMillivolts(OfflineTransform):
+    """Multiply by ``scale`` to get mV from a reader that yields other units (µV: 0.001)."""
+
+    def __init__(self, scale: float = 0.001) -> None:
+        self.scale = float(scale)
+
+    def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
+        return (x * self.scale).astype(np.float32), fs
 
 
 class Standardize:
@@ -144,9 +217,53 @@ class Standardize:
         self.std = np.asarray(state["std"], dtype=np.float32)
 
 
+class MinMax:
+    """Min–max scaling to [0, 1] with the minimum and maximum of the train split only.
+
+    ``per_lead=True`` is one (min, max) pair per lead, else one over every value. A lead that is
+    constant in training maps to 0 instead of dividing by zero (the SE-ResNet seed's bug).
+    """
+
+    def __init__(self, per_lead: bool = True) -> None:
+        self.per_lead = per_lead
+        self.min: np.ndarray | None = None
+        self.max: np.ndarray | None = None
+
+    def fit(self, records: Sequence[np.ndarray]) -> MinMax:
+        lo = hi = None
+        for x in records:
+            axis = -1 if self.per_lead else None
+            x_lo, x_hi = np.min(x, axis=axis), np.max(x, axis=axis)
+            lo = x_lo if lo is None else np.minimum(lo, x_lo)
+            hi = x_hi if hi is None else np.maximum(hi, x_hi)
+        if lo is None or hi is None:
+            raise ValueError("MinMax.fit: the train split is empty")
+        self.min = np.asarray(lo, dtype=np.float32).reshape(-1, 1)
+        self.max = np.asarray(hi, dtype=np.float32).reshape(-1, 1)
+        return self
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.min is None or self.max is None:
+            raise RuntimeError("MinMax used before fit")
+        span = self.max - self.min
+        return (x - self.min) / np.where(span > 0, span, 1.0).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"per_lead": self.per_lead, "min": self.min, "max": self.max}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.per_lead = bool(state["per_lead"])
+        self.min = np.asarray(state["min"], dtype=np.float32)
+        self.max = np.asarray(state["max"], dtype=np.float32)
+
+
 class OnlineTransform(_Settings):
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def output_length(self, length: int | None) -> int | None:
+        """Samples out given samples in (``None``: records of varying length)."""
+        return length
 
 
 class RandomCrop(OnlineTransform):
@@ -165,6 +282,9 @@ class RandomCrop(OnlineTransform):
     def eval(self, x: np.ndarray) -> np.ndarray:
         start = (x.shape[-1] - self.length) // 2
         return x[:, start : start + self.length]
+
+    def output_length(self, length: int | None) -> int | None:
+        return self.length
 
 
 class GaussianNoise(OnlineTransform):
@@ -189,13 +309,146 @@ class AmplitudeScale(OnlineTransform):
         return x * rng.normal(1.0, self.sigma, size=(x.shape[0], 1)).astype(x.dtype)
 
 
+class RandomClip(OnlineTransform):
+    """The SE-ResNet seed's clip to ``length`` samples.
+
+    Training: a random window if longer, else zeros split at random between the two ends.
+    Evaluation (its ValClip): zeros at the end if shorter. The seed never crops in evaluation
+    (batch 1 at full length); batches need one length, so a longer record keeps its start.
+    """
+
+    def __init__(self, length: int = 4096) -> None:
+        self.length = int(length)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = x.shape[-1]
+        if n >= self.length:
+            start = int(rng.integers(0, n - self.length + 1))
+            return x[:, start : start + self.length]
+        left = int(rng.integers(0, self.length - n + 1))
+        return np.pad(x, ((0, 0), (left, self.length - n - left)))
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[-1]
+        if n >= self.length:
+            return x[:, : self.length]
+        return np.pad(x, ((0, 0), (0, self.length - n)))
+
+    def output_length(self, length: int | None) -> int | None:
+        return self.length
+
+
+class CropOrPad(OnlineTransform):
+    """The same crop or zero-pad to ``length`` in training and evaluation (see FixedLength).
+
+    Online rather than offline when augmentations must see the whole record first, as in the
+    CPSC2018 seed: scale and offset, then the last 15,000 samples (``align="right"``).
+    """
+
+    def __init__(self, length: int = 15000, align: str = "right") -> None:
+        if align not in ("left", "right", "center"):
+            raise ConfigValueError(
+                f"transform CropOrPad.align must be left/right/center, got {align!r}"
+            )
+        self.length, self.align = int(length), align
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.eval(x)
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        return _crop_or_pad(x, self.length, self.align)
+
+    def output_length(self, length: int | None) -> int | None:
+        return self.length
+
+
+class RecordMinMax(OnlineTransform):
+    """Min–max to [0, 1] of each record on its own (the SE-ResNet seed's ``Normalize('0-1')``).
+
+    Online, after a clip, to keep the seed's order: its zero padding takes part in the min and
+    max. A constant lead maps to 0 rather than dividing by zero.
+    """
+
+    def __init__(self, per_lead: bool = True) -> None:
+        self.per_lead = bool(per_lead)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.eval(x)
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        axis = -1 if self.per_lead else None
+        lo = np.min(x, axis=axis, keepdims=True)
+        span = np.max(x, axis=axis, keepdims=True) - lo
+        return (x - lo) / np.where(span > 0, span, 1.0).astype(x.dtype)
+
+
+class AmplitudeOffset(OnlineTransform):
+    """With probability ``p``, add to each lead its own offset ``k * step`` mV, k an integer
+    drawn uniformly from [``low``, ``high``] (CPSC2018 seed: k in [-20, 19], step 1/1000)."""
+
+    def __init__(
+        self, p: float = 0.3085, low: int = -20, high: int = 19, step: float = 0.001
+    ) -> None:
+        if int(low) > int(high):
+            raise ConfigValueError(f"transform AmplitudeOffset.low={low} exceeds high={high}")
+        self.p, self.low, self.high, self.step = float(p), int(low), int(high), float(step)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        k = rng.integers(self.low, self.high + 1, size=(x.shape[0], 1))
+        return x + (k * self.step).astype(x.dtype)
+
+
+class BaselineWander(OnlineTransform):
+    """With probability ``p``, add to each lead a slow sinusoid: frequency uniform in
+    (0, ``max_freq``] Hz, random phase, amplitude uniform in [0, ``amplitude``] (signal units).
+
+    Online transforms do not see the sampling rate, so ``fs`` must be that of the cache.
+    """
+
+    def __init__(
+        self, amplitude: float = 0.1, max_freq: float = 0.5, fs: float = 100.0, p: float = 0.5
+    ) -> None:
+        if not 0 < float(max_freq) < float(fs) / 2:
+            raise ConfigValueError(
+                f"transform BaselineWander.max_freq={max_freq} must be in (0, fs/2 = {fs / 2})"
+            )
+        self.amplitude, self.max_freq = float(amplitude), float(max_freq)
+        self.fs, self.p = float(fs), float(p)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        leads = (x.shape[0], 1)
+        freq = self.max_freq * (1.0 - rng.random(leads))  # (0, max_freq]
+        phase = rng.uniform(0.0, 2 * np.pi, leads)
+        amp = rng.uniform(0.0, self.amplitude, leads)
+        t = np.arange(x.shape[-1]) / self.fs
+        return x + (amp * np.sin(2 * np.pi * freq * t + phase)).astype(x.dtype)
+
+
+class LeadDropout(OnlineTransform):
+    """Zero each lead with probability ``p``; one random lead survives if all would drop, so a
+    labelled sample never becomes all zeros."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        self.p = float(p)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        keep = rng.random(x.shape[0]) >= self.p
+        if not keep.any():
+            keep[rng.integers(x.shape[0])] = True
+        return x * keep[:, None].astype(x.dtype)
+
+
 class TransformPipeline:
     """The three kinds of transform one experiment uses."""
 
     def __init__(
         self,
         offline: Sequence[OfflineTransform] = (),
-        normalize: Standardize | None = None,
+        normalize: Standardize | MinMax | None = None,
         online: Sequence[OnlineTransform] = (),
     ) -> None:
         self.offline = list(offline)
@@ -204,6 +457,12 @@ class TransformPipeline:
 
     def offline_spec(self) -> list[dict]:
         return [t.spec() for t in self.offline]
+
+    def output_leads(self, leads: tuple[str, ...]) -> tuple[str, ...]:
+        """Lead names of the cached rows: what the cache must store (see LeadSubset)."""
+        for t in self.offline:
+            leads = t.output_leads(leads)
+        return leads
 
     def apply_offline(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         for t in self.offline:
@@ -219,8 +478,9 @@ class TransformPipeline:
                 x = t.eval(x)
         return x
 
-    def output_length(self, length: int) -> int:
+    def output_length(self, length: int | None) -> int | None:
+        """Samples per batch item given the cached length (``None`` where it varies, which a
+        clip to a fixed length makes known)."""
         for t in self.online:
-            if isinstance(t, RandomCrop):
-                length = t.length
+            length = t.output_length(length)
         return length
