@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from ecgx.data.record import Record, RecordError
+from ecgx.data.record import Record, RecordError, flat_leads
 from ecgx.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,15 @@ def build_or_open(
     on_error: str = "raise",
     rebuild: bool = False,
     output_leads: Callable[[tuple[str, ...]], tuple[str, ...]] = tuple,
+    reject_flat_leads: bool = False,
 ) -> SignalCache:
     """Open the cache for ``spec``, building it first if absent (once, under a lock).
 
     ``output_leads`` names the rows the transform returns given the reader's lead names (a lead
-    subset changes them). ``meta`` may be a callable so a cache hit never pays for listing the dataset (parsing tens
+    subset changes them). ``reject_flat_leads`` treats a record with a constant lead as bad
+    (an error, or a skip with ``on_error="skip"``); off by default because real sets have
+    them (3 of the 62 Chapman/Ningbo records in the CinC 2021 sample) and the seeds trained on
+    them. ``meta`` may be a callable so a cache hit never pays for listing the dataset (parsing tens
     of thousands of headers); the cache keeps its own copy of the metadata.
     """
     if on_error not in ("raise", "skip"):
@@ -126,7 +130,8 @@ def build_or_open(
             tmp = cache_dir / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 table = meta() if callable(meta) else meta
-                _build(tmp, spec, table, read, transform, on_error, output_leads)
+                _build(tmp, spec, table, read, transform, on_error, output_leads,
+                       reject_flat_leads)  # fmt: skip
                 os.replace(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -143,6 +148,7 @@ def _build(
     transform: Callable[[np.ndarray, float], tuple[np.ndarray, float]],
     on_error: str,
     output_leads: Callable[[tuple[str, ...]], tuple[str, ...]],
+    reject_flat_leads: bool,
 ) -> None:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -155,6 +161,8 @@ def _build(
         for pos, (_, row) in enumerate(meta.iterrows()):
             try:
                 rec = read(row)
+                if reject_flat_leads and (flat := flat_leads(rec.signal, rec.leads)):
+                    raise RecordError(f"record {rec.record_id}: constant (flat) leads {flat}")
                 x, fs = transform(rec.signal, rec.fs)
                 names = tuple(output_leads(rec.leads))
                 if x.ndim != 2 or x.shape[0] != len(names):

@@ -65,6 +65,7 @@ class ECGDataModule(L.LightningDataModule):
         transform: the offline / fitted / online transforms.
         on_error: ``raise`` stops at the first bad record naming its file; ``skip`` skips and
             counts it (the list is logged to the run).
+        reject_flat_leads: a record with a constant lead counts as bad (see ``on_error``).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class ECGDataModule(L.LightningDataModule):
         cache_dir: str | Path = "data/cache",
         on_error: str = "raise",
         rebuild_cache: bool = False,
+        reject_flat_leads: bool = False,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -91,6 +93,7 @@ class ECGDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.on_error = on_error
         self.rebuild_cache = rebuild_cache
+        self.reject_flat_leads = reject_flat_leads
         self.cache: SignalCache | None = None
         self.class_names: list[str] = []
         self.indices: dict[str, np.ndarray] = {}
@@ -101,7 +104,13 @@ class ECGDataModule(L.LightningDataModule):
 
     # -- building ------------------------------------------------------------------------------
     def cache_spec(self) -> dict:
-        return {"dataset": self.dataset.signal_spec(), "offline": self.transform.offline_spec()}
+        # Record-rejection rules decide which records the cache holds, so they key it too.
+        return {
+            "dataset": self.dataset.signal_spec(),
+            "offline": self.transform.offline_spec(),
+            "on_error": self.on_error,
+            "reject_flat_leads": self.reject_flat_leads,
+        }
 
     def prepare_data(self) -> None:
         self._open_cache()
@@ -118,6 +127,7 @@ class ECGDataModule(L.LightningDataModule):
                 on_error=self.on_error,
                 rebuild=self.rebuild_cache,
                 output_leads=self.transform.output_leads,
+                reject_flat_leads=self.reject_flat_leads,
             )
             self.rebuild_cache = False
         return self.cache

@@ -59,6 +59,13 @@ def reorder_leads(
     return signal[index]
 
 
+def flat_leads(signal: np.ndarray, leads: tuple[str, ...]) -> list[str]:
+    """Leads that never change: a disconnected electrode rather than a signal."""
+    if signal.shape[-1] < 2:
+        return []
+    return [leads[i] for i in np.flatnonzero(signal.max(axis=-1) == signal.min(axis=-1))]
+
+
 def check_signal(signal: np.ndarray, where: str) -> None:
     """Reject what would otherwise become a silently wrong tensor."""
     if signal.ndim != 2 or signal.shape[1] == 0:

@@ -90,3 +90,20 @@ def test_cache_pickles_without_its_data(tmp_path) -> None:
     assert len(blob) < 20_000  # DataLoader workers re-map the file instead of copying it
     clone: SignalCache = pickle.loads(blob)
     np.testing.assert_array_equal(clone[2], cache[2])
+
+
+def test_flat_leads_are_rejected_only_when_asked(tmp_path) -> None:
+    class FlatLead(CountingReader):
+        def __call__(self, row: pd.Series) -> Record:
+            rec = super().__call__(row)
+            if row["record_id"] == "1":
+                rec.signal[4] = 0.5  # aVL disconnected
+            return rec
+
+    kept = build_or_open(tmp_path, {"x": 4}, _meta(3), FlatLead(), _identity)
+    assert len(kept) == 3
+    with pytest.raises(RecordError, match=r"record 1: constant \(flat\) leads \['aVL'\]"):
+        build_or_open(tmp_path, {"x": 5}, _meta(3), FlatLead(), _identity, reject_flat_leads=True)
+    skipped = build_or_open(tmp_path, {"x": 6}, _meta(3), FlatLead(), _identity, on_error="skip",
+                            reject_flat_leads=True)  # fmt: skip
+    assert [s["record_id"] for s in skipped.skipped] == ["1"]
