@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"
 # The PTB-XL benchmark's six tasks plus the statement-level ones they are built from.
-TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all")
+TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all",
+         "mi_subdisease")  # fmt: skip
+MI_CLASSES = ["ASMI", "IMI", "NORM"]
 
 
 class PTBXL:
@@ -160,14 +162,23 @@ class PTBXL:
 
         Records without a statement of the task are dropped by the caller and counted.
         """
+        if self.task == "mi_subdisease":
+            return _mi_subdisease(meta)
         mapping = self.statement_map()
+        known = set(pd.read_csv(self.root / STATEMENTS_CSV, index_col=0).index)
         classes = sorted(set(mapping.values()))
         col = {name: i for i, name in enumerate(classes)}
         y = np.zeros((len(meta), len(classes)), dtype=np.float32)
+        unknown: dict[str, int] = {}
         for i, codes in enumerate(meta["labels"]):
             for code, likelihood in codes.items():
                 if code in mapping and likelihood >= self.min_likelihood:
                     y[i, col[mapping[code]]] = 1.0
+                elif code not in known:
+                    unknown[code] = unknown.get(code, 0) + 1
+        if unknown:
+            log.warning("%s: scp_codes not in %s (ignored): %s", self.root / DATABASE_CSV,
+                        STATEMENTS_CSV, unknown)  # fmt: skip
         return y, classes, y.any(axis=1)
 
 
@@ -187,3 +198,19 @@ def _parse_codes(text: str, csv: Path, ecg_id: object) -> dict[str, float]:
     if not isinstance(codes, dict):
         raise RecordError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}")
     return {str(k): float(v) for k, v in codes.items()}
+
+
+def _mi_subdisease(meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """IMLE-Net's MI sub-disease task (spec A3), one-hot over ASMI / IMI / NORM.
+
+    MI records: an ASMI or IMI statement at likelihood 0, 80 or 100 (15/35/50 do not count),
+    and exactly one of the two. NORM records: NORM at likelihood exactly 100 and no MI.
+    """
+    y = np.zeros((len(meta), 3), dtype=np.float32)
+    for i, codes in enumerate(meta["labels"]):
+        mi = [c for c in ("ASMI", "IMI") if c in codes and codes[c] in (0.0, 80.0, 100.0)]
+        if len(mi) == 1:
+            y[i, MI_CLASSES.index(mi[0])] = 1.0
+        elif not mi and codes.get("NORM") == 100.0 and not {"ASMI", "IMI"} & set(codes):
+            y[i, 2] = 1.0
+    return y, list(MI_CLASSES), y.any(axis=1)

@@ -550,3 +550,35 @@ class CSVSplit:
                 f"by {self.key} ({shown}{', ...' if len(unmatched) > 5 else ''})"
             )
         return np.unique(np.asarray(positions, dtype=np.int64))
+
+
+class MISubdiseaseSplit:
+    """IMLE-Net's MI sub-disease split (spec A3): train = MI records of folds 1–8 plus the first
+    ``norm_train`` NORM records of folds 1–2; test = MI records of folds 9–10 plus the first
+    ``norm_test`` NORM records of fold 3. The seed has no validation set and lets the test set
+    drive checkpointing; ``val`` is therefore the test set, as in the seed.
+    """
+
+    def __init__(self, norm_train: int = 900, norm_test: int = 200, norm_class: int = 2,
+                 column: str = "strat_fold") -> None:  # fmt: skip
+        self.norm_train, self.norm_test = int(norm_train), int(norm_test)
+        self.norm_class, self.column = int(norm_class), column
+
+    def __call__(self, meta: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
+        fold = meta[self.column].to_numpy()
+        norm = y[:, self.norm_class] > 0
+        order = np.argsort(meta["record_id"].astype(int).to_numpy(), kind="stable")
+        norm_rows = order[norm[order]]  # NORM records in ecg_id order ("the first N")
+        train = np.concatenate([
+            np.flatnonzero(~norm & (fold <= 8)),
+            norm_rows[np.isin(fold[norm_rows], (1, 2))][: self.norm_train],
+        ])  # fmt: skip
+        test = np.concatenate([
+            np.flatnonzero(~norm & np.isin(fold, (9, 10))),
+            norm_rows[fold[norm_rows] == 3][: self.norm_test],
+        ])  # fmt: skip
+        if not len(train) or not len(test):
+            raise ConfigValueError(
+                "split (mi_subdisease): no records; is dataset.task mi_subdisease?"
+            )
+        return {"train": np.sort(train), "val": np.sort(test), "test": np.sort(test)}

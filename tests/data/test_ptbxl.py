@@ -130,3 +130,94 @@ def test_cache_spec_changes_when_the_database_table_changes(synthetic_root, tmp_
     stat = (root / "ptbxl_database.csv").stat()
     os.utime(root / "ptbxl_database.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert PTBXL(root).signal_spec() != before  # a regenerated set gets a fresh cache
+
+
+@needs_samples(PTBXL_SAMPLES)
+def test_mi_subdisease_follows_the_seed_rules() -> None:
+    got = _labels_by_id(PTBXL(PTBXL_SAMPLES, task="mi_subdisease"))
+    assert got["139"] == {"IMI"}  # IMI 100
+    assert got["210"] == {"IMI"}  # IMI 80
+    assert got["177"] == {"ASMI"}  # ASMI 100
+    assert got["181"] == {"ASMI"}  # ASMI 100; IMI at 15 does not count
+    assert got["270"] == set()  # ASMI and IMI both at 100: not exactly one
+    assert got["8"] == set()  # IMI 35 is excluded
+    assert got["1"] == {"NORM"}  # NORM 100
+    assert got["2"] == set()  # NORM 80 is not enough
+
+
+@needs_samples(PTBXL_SAMPLES)
+def test_mi_subdisease_split(compose_train) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_train(f"dataset.root={PTBXL_SAMPLES}", "dataset.task=mi_subdisease",
+                        "split=mi_subdisease", "split.norm_train=20", "split.norm_test=5")  # fmt: skip
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    meta = dm.cache.meta
+    folds = {k: meta["strat_fold"].iloc[v] for k, v in dm.indices.items()}
+    y = dm.targets
+    norm_train = y[dm.indices["train"], 2] > 0
+    assert norm_train.sum() == 20 and set(folds["train"][norm_train]) <= {1, 2}
+    assert set(folds["train"][~norm_train]) <= set(range(1, 9))
+    norm_test = y[dm.indices["test"], 2] > 0
+    assert norm_test.sum() == 5 and set(folds["test"][norm_test]) == {3}
+    assert set(folds["test"][~norm_test]) <= {9, 10}
+    assert (dm.indices["val"] == dm.indices["test"]).all()  # the seed validates on test
+    first_norm = sorted(int(r) for r in meta["record_id"].iloc[dm.indices["train"]][norm_train])
+    fold12_norm = [int(r) for r, f, n in zip(meta["record_id"], meta["strat_fold"], y[:, 2])
+                   if n and f in (1, 2)]  # fmt: skip
+    assert first_norm == sorted(fold12_norm)[:20]
+
+
+def _one_record_copy(tmp_path):
+    import shutil
+
+    root = tmp_path / "ptbxl"
+    (root / "records100" / "00000").mkdir(parents=True)
+    for name in ("ptbxl_database.csv", "scp_statements.csv"):
+        shutil.copy(PTBXL_SAMPLES / name, root / name)
+    for ext in ("hea", "dat"):
+        shutil.copy(PTBXL_SAMPLES / f"records100/00000/00001_lr.{ext}", root / "records100/00000")
+    (root / "records100/00000/00001_lr.hea").chmod(0o644)
+    (root / "records100/00000/00001_lr.dat").chmod(0o644)
+    return root, root / "records100/00000/00001_lr"
+
+
+@needs_samples(PTBXL_SAMPLES)
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("nan", "NaN/Inf samples"),
+        ("lead_name", "non-standard lead name 'XYZ'"),
+        ("eleven_leads", "missing leads"),
+        ("missing_dat", "data file missing"),
+        ("length", "header says 1200 samples"),
+    ],
+)
+def test_damaged_ptbxl_records_are_named(tmp_path, damage: str, message: str) -> None:
+    root, record = _one_record_copy(tmp_path)
+    hea, dat = record.with_suffix(".hea"), record.with_suffix(".dat")
+    lines = hea.read_text().splitlines()
+    if damage == "nan":  # -32768 is format 16's missing-sample marker
+        raw = bytearray(dat.read_bytes())
+        raw[100:102] = (-32768).to_bytes(2, "little", signed=True)
+        dat.write_bytes(bytes(raw))
+    elif damage == "lead_name":
+        lines[5] = lines[5].rsplit(" ", 1)[0] + " XYZ"
+        hea.write_text("\n".join(lines) + "\n")
+    elif damage == "eleven_leads":
+        raw = np.fromfile(dat, "<i2").reshape(-1, 12)[:, :11]
+        raw.tofile(dat)
+        first = lines[0].split()
+        first[1] = "11"
+        hea.write_text("\n".join([" ".join(first), *lines[1:12]]) + "\n")
+    elif damage == "missing_dat":
+        dat.unlink()
+    elif damage == "length":
+        first = lines[0].split()
+        first[3] = "1200"
+        hea.write_text("\n".join([" ".join(first), *lines[1:]]) + "\n")
+    reader = PTBXL(root)
+    with pytest.raises(RecordError, match="00001_lr") as err:
+        reader.read(reader.metadata().iloc[0])
+    assert message in str(err.value)
