@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from torchmetrics.functional import mean_absolute_error, r2_score
 from torchmetrics.functional.classification import (
     multilabel_auroc,
     multilabel_f1_score,
@@ -41,4 +42,18 @@ def multilabel_metrics(
     }
     for name, value in zip(class_names, per_class.tolist()):
         out[f"auroc_{name}"] = value
+    return out
+
+
+def regression_metrics(
+    preds: torch.Tensor, targets: torch.Tensor, names: list[str]
+) -> dict[str, float]:
+    """``mae`` and ``r2`` (means over targets) and ``mae_<name>`` / ``r2_<name>`` per target."""
+    mae = torch.stack([mean_absolute_error(preds[:, i], targets[:, i])
+                       for i in range(targets.shape[1])])  # fmt: skip
+    r2 = r2_score(preds, targets, multioutput="raw_values").reshape(-1)
+    out = {"mae": float(mae.mean()), "r2": float(r2.mean())}
+    for name, m, r in zip(names, mae.tolist(), r2.tolist()):
+        out[f"mae_{name}"] = m
+        out[f"r2_{name}"] = r
     return out

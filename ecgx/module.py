@@ -10,11 +10,14 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 
-from ecgx.metrics import multilabel_metrics
+from ecgx.errors import ConfigValueError
+from ecgx.metrics import multilabel_metrics, regression_metrics
+
+TASKS = ("multilabel", "regression")
 
 
 class ECGClassifier(L.LightningModule):
-    """Multi-label classification of ECG records.
+    """Multi-label classification (or regression) of ECG records.
 
     Args:
         net: the model (B, leads, samples) -> logits.
@@ -22,6 +25,8 @@ class ECGClassifier(L.LightningModule):
         scheduler: a partial taking the optimiser, or None.
         monitor: the metric a plateau scheduler follows.
         class_names: filled from the data by the training entry point.
+        task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1) or ``regression`` (raw outputs,
+            MSE, MAE/R²; e.g. PTB-XL+ wave amplitudes).
     """
 
     def __init__(
@@ -31,15 +36,19 @@ class ECGClassifier(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/macro_auroc",
         class_names: list[str] | None = None,
+        task: str = "multilabel",
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if task not in TASKS:
+            raise ConfigValueError(f"module.task must be one of {TASKS}, got {task!r}")
+        self.task = task
         self.net = torch.compile(net) if compile else net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
         self.class_names = list(class_names or [])
-        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.MSELoss()
         # CatMetric gathers across DDP ranks, so epoch metrics see every record once.
         self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
@@ -62,7 +71,8 @@ class ECGClassifier(L.LightningModule):
         loss = self.loss_fn(logits, batch["target"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(logits))  # fmt: skip
-        self.preds[stage].update(torch.sigmoid(logits.float()))
+        out = torch.sigmoid(logits.float()) if self.task == "multilabel" else logits.float()
+        self.preds[stage].update(out)
         self.targets[stage].update(batch["target"])
         self.record_index[stage].update(batch["index"])
 
@@ -79,9 +89,13 @@ class ECGClassifier(L.LightningModule):
         rows = self.record_index[stage].compute()
         for metric in (self.preds, self.targets, self.record_index):
             metric[stage].reset()
-        metrics = multilabel_metrics(probs, targets, self.class_names)
-        headline = f"{stage}/macro_auroc"
-        self.log(headline, metrics.pop("macro_auroc"), prog_bar=True)
+        if self.task == "multilabel":
+            metrics = multilabel_metrics(probs, targets, self.class_names)
+            headline = "macro_auroc"
+        else:
+            metrics = regression_metrics(probs, targets, self.class_names)
+            headline = "r2"
+        self.log(f"{stage}/{headline}", metrics.pop(headline), prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
             self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())

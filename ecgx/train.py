@@ -121,15 +121,18 @@ def _log_results(logger: Any, module: Any, datamodule: Any, metrics: dict, best:
         if module.test_result is not None:
             probs, targets, rows = module.test_result
             names = datamodule.class_names
-            aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
-            plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",
-                              "Test ROC curves (best checkpoint)", aurocs)  # fmt: skip
-            log_file(client, run_id, plot, "plots")
+            classify = module.task == "multilabel"
+            if classify:
+                aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
+                plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",
+                                  "Test ROC curves (best checkpoint)", aurocs)  # fmt: skip
+                log_file(client, run_id, plot, "plots")
             ids = datamodule.cache.meta["record_id"].iloc[rows.numpy()].to_numpy()
             table = pd.DataFrame({"record_id": ids})
             for i, name in enumerate(names):
-                table[f"prob_{name}"] = probs[:, i].numpy()
-                table[f"true_{name}"] = targets[:, i].int().numpy()
+                table[f"{'prob' if classify else 'pred'}_{name}"] = probs[:, i].numpy()
+                truth = targets[:, i]
+                table[f"true_{name}"] = (truth.int() if classify else truth).numpy()
             table.to_csv(Path(tmp) / "test_predictions.csv", index=False)
             log_file(client, run_id, Path(tmp) / "test_predictions.csv", "predictions")
     if best:

@@ -55,3 +55,39 @@ def test_smoke_run_logs_config_metrics_and_artifacts(compose_train, tmp_path) ->
     overrides = json.loads(run.data.tags["ecgx.overrides"])
     assert {"debug=smoke", "experiment_name=smoke-test"} <= set(overrides)
     assert run.data.params["choice/model"] == "compact_resnet"
+
+
+@pytest.mark.slow
+def test_regression_smoke_run(compose_train, synthetic_root, tmp_path) -> None:
+    """PTB-XL+-style targets (a table keyed by ecg_id) through MSE, MAE/R² and predictions."""
+    import numpy as np
+    import pandas as pd
+
+    from ecgx.data.record import LEADS
+
+    db = pd.read_csv(synthetic_root / "ptbxl_database.csv")
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"ecg_id": db["ecg_id"], "HR": rng.normal(70, 5, len(db))})
+    for lead in LEADS:
+        table[f"T_Amp_{lead}"] = rng.normal(0.2, 0.05, len(db))
+    table.loc[3, "T_Amp_V2"] = np.nan  # a record with a missing target is left out
+    features = tmp_path / "unig_features.csv"
+    table.to_csv(features, index=False)
+
+    cfg = compose_train("debug=smoke", "experiment_name=regression-test",
+                        "dataset.task=regression", f"dataset.features_csv={features}",
+                        "dataset.target_columns=[T_Amp_*]", "module.task=regression",
+                        "monitor=val/loss", "monitor_mode=min")  # fmt: skip
+    metrics = train(cfg)
+    assert {"test/r2", "test/mae", "test/mae_T_Amp_V6", "test/r2_T_Amp_I"} <= set(metrics)
+    assert "test/macro_auroc" not in metrics
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("regression-test").experiment_id])
+    assert run.data.params["data/classes"] == ",".join(f"T_Amp_{lead}" for lead in LEADS)
+    assert int(run.data.params["data/n_unlabelled_dropped"]) == 1
+    local = client.download_artifacts(run.info.run_id, "predictions/test_predictions.csv",
+                                      str(tmp_path))  # fmt: skip
+    preds = pd.read_csv(local)
+    assert {"pred_T_Amp_I", "true_T_Amp_I"} <= set(preds.columns)
+    truth = table.set_index("ecg_id").loc[preds["record_id"], "T_Amp_I"].to_numpy()
+    np.testing.assert_allclose(preds["true_T_Amp_I"], truth, rtol=1e-6)

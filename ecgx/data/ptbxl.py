@@ -31,7 +31,7 @@ DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"
 # The PTB-XL benchmark's six tasks plus the statement-level ones they are built from.
 TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all",
-         "mi_subdisease")  # fmt: skip
+         "mi_subdisease", "regression")  # fmt: skip
 MI_CLASSES = ["ASMI", "IMI", "NORM"]
 
 
@@ -46,6 +46,11 @@ class PTBXL:
             seed counts every statement at any likelihood (0, the default).
         synthetic: if given (``{n_records, seed}``) and ``root`` holds no database yet, ecgx's
             synthetic PTB-XL-layout set is generated there first.
+        features_csv: ``task=regression``: a table keyed by ``ecg_id`` (PTB-XL+, e.g.
+            ``features/unig_features.csv``; relative to ``root`` or absolute).
+        target_columns: ``task=regression``: its columns to predict; shell patterns allowed
+            (``[T_Amp_*]``: the T-wave amplitude of every lead, XAI4ECG). Records with a
+            missing value in any target are left out.
     """
 
     def __init__(
@@ -55,6 +60,8 @@ class PTBXL:
         task: str = "superdiagnostic",
         min_likelihood: float = 0.0,
         synthetic: dict | None = None,
+        features_csv: str | None = None,
+        target_columns: list[str] | None = None,
     ) -> None:
         if sampling_rate not in (100, 500):
             raise ConfigValueError(f"dataset.sampling_rate must be 100 or 500, got {sampling_rate}")
@@ -65,6 +72,12 @@ class PTBXL:
         self.task = task
         self.min_likelihood = float(min_likelihood)
         self.synthetic = dict(synthetic) if synthetic else None
+        self.features_csv = features_csv
+        self.target_columns = list(target_columns or [])
+        if task == "regression" and not (features_csv and self.target_columns):
+            raise ConfigValueError(
+                "dataset.task=regression needs dataset.features_csv and dataset.target_columns"
+            )
 
     # -- files -------------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -164,6 +177,8 @@ class PTBXL:
         """
         if self.task == "mi_subdisease":
             return _mi_subdisease(meta)
+        if self.task == "regression":
+            return self._regression_targets(meta)
         mapping = self.statement_map()
         known = set(pd.read_csv(self.root / STATEMENTS_CSV, index_col=0).index)
         classes = sorted(set(mapping.values()))
@@ -180,6 +195,29 @@ class PTBXL:
             log.warning("%s: scp_codes not in %s (ignored): %s", self.root / DATABASE_CSV,
                         STATEMENTS_CSV, unknown)  # fmt: skip
         return y, classes, y.any(axis=1)
+
+    def _regression_targets(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
+        import fnmatch
+
+        path = Path(self.features_csv).expanduser()
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise MissingPathError(f"dataset.features_csv: {path} does not exist")
+        table = pd.read_csv(path)
+        if "ecg_id" not in table.columns:
+            raise ConfigValueError(f"dataset.features_csv: {path} has no ecg_id column")
+        columns: list[str] = []
+        for pattern in self.target_columns:
+            found = [c for c in table.columns if fnmatch.fnmatchcase(c, pattern)]
+            if not found:
+                raise ConfigValueError(
+                    f"dataset.target_columns: {pattern!r} matches no column of {path}"
+                )
+            columns += [c for c in found if c not in columns]
+        table = table.set_index(table["ecg_id"].astype(int).astype(str))
+        y = table.reindex(meta["record_id"])[columns].to_numpy(dtype=np.float32)
+        keep = np.isfinite(y).all(axis=1)
+        return np.nan_to_num(y), columns, keep
 
 
 def _patient_str(value: object) -> str:
