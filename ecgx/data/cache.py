@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,19 @@ SIGNALS = "signals.f32"
 INDEX = "index.npz"
 META = "meta.csv"
 SPEC = "spec.json"
+
+
+def file_stamp(path: Path) -> list[int]:
+    """Size and modification time: part of a reader's signal spec for its index files, so a
+    regenerated or updated dataset at the same root never reuses an old cache."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def listing_stamp(paths: Iterable[Path | str]) -> str:
+    """A digest of a file listing: records added or removed under a root change the key."""
+    names = sorted(Path(p).as_posix() for p in paths)
+    return f"{len(names)}:" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def cache_key(spec: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgx.data.cache import file_stamp
 from ecgx.data.record import (
     LEADS,
     Record,
@@ -122,6 +123,7 @@ class ChapmanShaoxing:
             "sampling_rate": FS,
             "folder": self.folder,
             "quality_filter": self.quality_filter,
+            "diagnostics": file_stamp(self.root / DIAGNOSTICS),
         }
 
     def metadata(self) -> pd.DataFrame:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from ecgx.data.cache import listing_stamp
 from ecgx.data.cinc_labels import EDITIONS, TASKS, class_map, multi_hot, parse_dx
 from ecgx.data.record import (
     LEADS,
@@ -143,6 +144,7 @@ class CinC:
             "root": str(self.root.resolve()),
             "sources": self.sources,
             "fix_quirks": self.fix_quirks,
+            "files": listing_stamp(self._find()),
         }
 
     def metadata(self) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from ecgx.data.cache import file_stamp, listing_stamp
 from ecgx.data.record import LEADS, Record, RecordError, check_signal
 from ecgx.errors import ConfigValueError, MissingPathError
 
@@ -77,7 +78,13 @@ class CPSC2018:
 
     def signal_spec(self) -> dict:
         """What determines the signals: the folder and the declared rate, not the classes."""
-        return {"reader": "cpsc2018", "root": str(self.root.resolve()), "fs": self.fs}
+        return {
+            "reader": "cpsc2018",
+            "root": str(self.root.resolve()),
+            "fs": self.fs,
+            "reference": file_stamp(self.root / REFERENCE_CSV),
+            "files": listing_stamp(p.name for p in self.root.rglob("*.mat")),
+        }
 
     def metadata(self) -> pd.DataFrame:
         """One row per ``.mat``: record_id, patient_id, age, sex, labels (class -> 1.0), path,

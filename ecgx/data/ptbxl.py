@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgx.data.cache import file_stamp
 from ecgx.data.record import (
     LEADS,
     Record,
@@ -97,13 +98,11 @@ class PTBXL:
 
     def signal_spec(self) -> dict:
         """What determines the signals (and so the cache key): not the task or label rules."""
-        database = (self.root / DATABASE_CSV).stat()
         return {
             "reader": "ptbxl",
             "root": str(self.root.resolve()),
             "sampling_rate": self.sampling_rate,
-            # A regenerated or updated set at the same root must not reuse an old cache.
-            "database_csv": [database.st_size, database.st_mtime_ns],
+            "database_csv": file_stamp(self.root / DATABASE_CSV),
         }
 
     def metadata(self) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ecgx.data.cache import file_stamp
 from ecgx.data.record import LEADS, Record, RecordError, check_signal
 from ecgx.errors import ConfigValueError, MissingPathError
 
@@ -110,6 +111,7 @@ class SPH:
             "root": str(self.root.resolve()),
             "sampling_rate": FS,
             "layout": self.layout,
+            "metadata": file_stamp(self.root / METADATA_CSV),
         }
 
     def metadata(self) -> pd.DataFrame:

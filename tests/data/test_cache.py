@@ -107,3 +107,29 @@ def test_flat_leads_are_rejected_only_when_asked(tmp_path) -> None:
     skipped = build_or_open(tmp_path, {"x": 6}, _meta(3), FlatLead(), _identity, on_error="skip",
                             reject_flat_leads=True)  # fmt: skip
     assert [s["record_id"] for s in skipped.skipped] == ["1"]
+
+
+def test_listing_stamp_follows_the_file_set() -> None:
+    from ecgx.data.cache import listing_stamp
+
+    assert listing_stamp(["b.hea", "a.hea"]) == listing_stamp(["a.hea", "b.hea"])
+    assert listing_stamp(["a.hea"]) != listing_stamp(["a.hea", "b.hea"])
+    assert listing_stamp(["a.hea"]).startswith("1:")
+
+
+def test_cinc_cache_key_changes_when_records_are_added(tmp_path) -> None:
+    import shutil
+
+    from ecgx.data.cinc import CinC
+    from tests.conftest import SAMPLES
+
+    source = SAMPLES / "cinc2020_cpsc"
+    if not source.is_dir():
+        pytest.skip(f"{source} absent")
+    for name in ("A0001", "A0002"):
+        for ext in ("hea", "mat"):
+            shutil.copy(source / f"{name}.{ext}", tmp_path)
+    before = CinC(tmp_path, edition=2020).signal_spec()
+    for ext in ("hea", "mat"):
+        shutil.copy(source / f"A0003.{ext}", tmp_path)
+    assert CinC(tmp_path, edition=2020).signal_spec() != before
