@@ -21,8 +21,13 @@ class ECGModel(nn.Module):
 
     #: dotted module name (``self.get_submodule(target_layer)``) explainers use by default
     target_layer: str = ""
-    #: keyword inputs the model needs besides the signal (e.g. ``("demographics",)``)
+    #: keyword inputs the model takes besides the signal (e.g. ``("demographics",)``); each is
+    #: optional: when absent the model uses a neutral value, so generic code can call model(x)
     extra_inputs: tuple[str, ...] = ()
+    #: (leads, samples) of the seed study's input: FLOPs and speed are reported at this shape
+    input_shape: tuple[int, int] = (12, 1000)
+    #: classes of the seed configuration (the published parameter count is for this many)
+    seed_num_classes: int = 5
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
