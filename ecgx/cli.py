@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         from ecgx.tracking.compare import main as compare_main
 
         compare_main(rest)
+    elif command == "models":
+        from ecgx.models.catalog import main as models_main
+
+        models_main(rest)
     elif command == "data":
         from ecgx.data.cli import main as data_main
 
