@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from torchmetrics.aggregation import CatMetric
 from ecgx.errors import ConfigValueError
 from ecgx.metrics import multilabel_metrics, regression_metrics
 
-TASKS = ("multilabel", "regression")
+TASKS = ("multilabel", "multiclass", "regression")
 
 
 class ECGClassifier(L.LightningModule):
@@ -25,8 +26,9 @@ class ECGClassifier(L.LightningModule):
         scheduler: a partial taking the optimiser, or None.
         monitor: the metric a plateau scheduler follows.
         class_names: filled from the data by the training entry point.
-        task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1) or ``regression`` (raw outputs,
-            MSE, MAE/R²; e.g. PTB-XL+ wave amplitudes).
+        task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1), ``multiclass`` (one class per
+            record: softmax outputs, cross-entropy on the one-hot targets, AUROC one-vs-rest,
+            F1, accuracy) or ``regression`` (raw outputs, MSE, MAE/R²; PTB-XL+ amplitudes).
     """
 
     def __init__(
@@ -48,7 +50,11 @@ class ECGClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.monitor = monitor
         self.class_names = list(class_names or [])
-        self.loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.MSELoss()
+        self.loss_fn = {
+            "multilabel": nn.BCEWithLogitsLoss(),
+            "multiclass": _OneHotCrossEntropy(),
+            "regression": nn.MSELoss(),
+        }[task]
         # CatMetric gathers across DDP ranks, so epoch metrics see every record once.
         self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
@@ -58,6 +64,15 @@ class ECGClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities (classification) or values (regression) from the model's logits."""
+        logits = logits.float()
+        if self.task == "multilabel":
+            return torch.sigmoid(logits)
+        if self.task == "multiclass":
+            return torch.softmax(logits, dim=1)
+        return logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["signal"])
@@ -71,8 +86,7 @@ class ECGClassifier(L.LightningModule):
         loss = self.loss_fn(logits, batch["target"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(logits))  # fmt: skip
-        out = torch.sigmoid(logits.float()) if self.task == "multilabel" else logits.float()
-        self.preds[stage].update(out)
+        self.preds[stage].update(self.outputs(logits))
         self.targets[stage].update(batch["target"])
         self.record_index[stage].update(batch["index"])
 
@@ -89,8 +103,10 @@ class ECGClassifier(L.LightningModule):
         rows = self.record_index[stage].compute()
         for metric in (self.preds, self.targets, self.record_index):
             metric[stage].reset()
-        if self.task == "multilabel":
+        if self.task in ("multilabel", "multiclass"):
             metrics = multilabel_metrics(probs, targets, self.class_names)
+            if self.task == "multiclass":
+                metrics["accuracy"] = float((probs.argmax(1) == targets.argmax(1)).float().mean())
             headline = "macro_auroc"
         else:
             metrics = regression_metrics(probs, targets, self.class_names)
@@ -115,3 +131,27 @@ class ECGClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
         }
+
+
+class _OneHotCrossEntropy(nn.Module):
+    """Cross-entropy for one-hot targets (readers give every task as a multi-hot matrix)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target.argmax(dim=1))
+
+
+def load_pretrained(net: nn.Module, checkpoint: str | Path) -> list[str]:
+    """Copy the weights of a trained ecgx checkpoint into ``net`` where names and shapes match.
+
+    Returns the parameters left as initialised (e.g. the head when the new task has other
+    classes): fine-tuning is a config (``init_from=...``), not a script.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained = {k.removeprefix("net."): v for k, v in state.get("state_dict", state).items()
+               if k.startswith("net.") or "state_dict" not in state}  # fmt: skip
+    own = net.state_dict()
+    usable = {k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigValueError(f"init_from={checkpoint}: no weight matches this model")
+    net.load_state_dict(usable, strict=False)
+    return sorted(k for k in own if k not in usable)

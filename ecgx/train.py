@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ecgx.errors import MissingPathError
+from ecgx.module import load_pretrained
 from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,23 @@ def hydra_context() -> dict[str, Any]:
         # Every job of one multirun shares its sweep folder, and so this id.
         "sweep_id": Path(hc.sweep.dir).name if multirun else None,
     }
+
+
+def resolve_checkpoint(ref: str, tracking_uri: str) -> Path:
+    """A checkpoint file, or the best checkpoint logged by an MLflow run (its run id)."""
+    if Path(ref).expanduser().is_file():
+        return Path(ref).expanduser()
+    if re.fullmatch(r"[0-9a-f]{32}", ref):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        files = [
+            a.path for a in client.list_artifacts(ref, "checkpoints") if a.path.endswith(".ckpt")
+        ]
+        if files:
+            return Path(client.download_artifacts(ref, files[0], tempfile.mkdtemp()))
+        raise MissingPathError(f"init_from={ref}: MLflow run has no checkpoints/*.ckpt")
+    raise MissingPathError(f"init_from={ref}: neither a checkpoint file nor an MLflow run id")
 
 
 def _enabled(node: Any) -> bool:
@@ -72,6 +92,9 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
     datamodule.setup("fit")
     net = instantiate(cfg.model, in_channels=datamodule.num_leads,
                       num_classes=datamodule.num_classes)  # fmt: skip
+    if cfg.get("init_from"):
+        fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
+        log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
     module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if _enabled(c)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
@@ -121,7 +144,7 @@ def _log_results(logger: Any, module: Any, datamodule: Any, metrics: dict, best:
         if module.test_result is not None:
             probs, targets, rows = module.test_result
             names = datamodule.class_names
-            classify = module.task == "multilabel"
+            classify = module.task != "regression"
             if classify:
                 aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
                 plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",

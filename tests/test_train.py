@@ -91,3 +91,33 @@ def test_regression_smoke_run(compose_train, synthetic_root, tmp_path) -> None:
     assert {"pred_T_Amp_I", "true_T_Amp_I"} <= set(preds.columns)
     truth = table.set_index("ecg_id").loc[preds["record_id"], "T_Amp_I"].to_numpy()
     np.testing.assert_allclose(preds["true_T_Amp_I"], truth, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_fine_tune_from_a_run_with_a_new_head(compose_train, tmp_path) -> None:
+    """MI sub-disease fine-tuning as config: init_from=<run id>, 3-class softmax head."""
+    import torch
+
+    from ecgx.module import load_pretrained
+
+    base = compose_train("debug=smoke", "experiment_name=base")
+    train(base)
+    client = MlflowClient(base.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("base").experiment_id])
+
+    cfg = compose_train("debug=smoke", "experiment_name=mi-sub", f"init_from={run.info.run_id}",
+                        "dataset.task=mi_subdisease", "split=mi_subdisease",
+                        "split.norm_train=40", "split.norm_test=10", "module.task=multiclass")  # fmt: skip
+    metrics = train(cfg)
+    assert {"test/macro_auroc", "test/accuracy", "test/auroc_ASMI"} <= set(metrics)
+
+    # The trunk comes from the superdiagnostic run, the 3-class head does not.
+    from ecgx.models.compact_resnet import CompactResNet1d
+    from ecgx.train import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(run.info.run_id, base.tracking_uri)
+    net = CompactResNet1d(num_classes=3)
+    fresh = load_pretrained(net, ckpt)
+    assert fresh == ["head.bias", "head.weight"]
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert torch.equal(net.stem[0].weight, trained["net.stem.0.weight"])
