@@ -16,8 +16,10 @@ from ecgx.data.ptbxl import PTBXL
 from ecgx.models.catalog import build, model_names
 from ecgx.paths import config_dir
 
-LENGTH = 250  # 2.5 s at 100 Hz: short enough for the largest models on 2 cores
+LENGTH = 250  # 2.5 s at 100 Hz
+SHORT = 100  # 1 s, for the models above HEAVY FLOPs per record at LENGTH (ResNet101, IMLE-Net)
 FULL = 1000  # for models that cannot take 2.5 s (ECGNet's head is sized for long inputs)
+HEAVY = 1e9
 MAX_STEPS = 150
 
 

@@ -1,0 +1,299 @@
+"""SE-ResNet18 of the PhysioNet/CinC 2020 entry "Adaptive Lead Weighted ResNet", with demographics.
+
+Port of ``models/SEResnet1dag.py`` (``resnet18(in_channel=12, out_channel=24)``, ``forward(x,
+ag)``) of the original Physionet2020model repository (spec 1.2; the refactor keeps the network).
+Module names follow the original (``conv1``, ``bn1``, ``layer1..4.i.{conv1,bn1,conv2,bn2,
+se.fc.{0,2},downsample.{0,1}}``, ``fc1``, ``fc``) so its state dicts load one-to-one
+(``load_original_state_dict``).
+
+Shapes as trained (12 × 4096): stem conv k15 s2 → (64, 2048) → max-pool → (64, 1024); four stages
+of two SE BasicBlocks (64/128/256/512 channels, strides 1/2/2/2) → (512, 128); global average →
+512 features. The demographic vector (d = 5 in the original: age/100, 0, female, male,
+sex-known) goes through ``fc1`` (d → 10, no activation) and is concatenated *before* the CNN
+features: [10, 512] → ``fc`` → logits. 8,837,060 trainable parameters at 24 classes, d = 5.
+The "adaptive lead weighting" of the title is the SE blocks; there is no lead-attention layer.
+
+``forward_windows`` reproduces the original's full-length evaluation (spec 1.4): sigmoid outputs
+averaged over overlapping 4096-sample windows, window 0 being the whole signal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ecgx.models.base import ECGModel
+
+__all__ = [
+    "SEBasicBlock1d",
+    "SEModule1d",
+    "SEResNet18",
+    "load_original_state_dict",
+    "sliding_windows",
+]
+
+
+class SEModule1d(nn.Module):
+    """Squeeze-and-excitation over channels: global average over time → Linear(C → C/r, no bias)
+    → ReLU → Linear(→ C, no bias) → sigmoid, which rescales each channel."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool1d(1)
+        # ``fc`` as a Sequential keeps the original's state-dict names (se.fc.0 / se.fc.2).
+        self.fc = nn.Sequential(
+            nn.Linear(channels, channels // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.fc(self.avg_pool(x).flatten(1))
+        return x * weights.unsqueeze(-1)
+
+
+class SEBasicBlock1d(nn.Module):
+    """Conv k7 (stride) → BN → ReLU → Dropout → Conv k7 → BN → SE, plus the shortcut (identity,
+    or the given 1×1 conv + BN ``downsample``); add → ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        kernel_size: int = 7,
+        dropout: float = 0.2,
+        reduction: int = 16,
+    ):
+        super().__init__()
+        padding = kernel_size // 2
+        self.conv1 = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
+        self.bn1 = nn.BatchNorm1d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=padding, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_channels)
+        # Declared before ``downsample`` so state_dict() lists keys in the original's order.
+        self.se = SEModule1d(out_channels, reduction)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
+        out = self.se(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+def sliding_windows(length: int, window: int = 4096, overlap: int = 256) -> list[tuple[int, int]]:
+    """The original's evaluation windows as (start, stop) sample ranges over a record of ``length``.
+
+    With P = ceil((L − window) / (window − overlap)) + 1 and stride = int((L − window) / (P − 1)):
+    window 0 is the *whole* signal (the original's quirk, kept), windows 1 … P−2 start at
+    i·stride, and the last is [L − window, L). A record no longer than ``window`` is one window,
+    the whole signal (the caller zero-pads it, as the original's ValClip does).
+    """
+    if window <= overlap or window < 1:
+        raise ValueError(f"sliding_windows: need window > overlap >= 0, got {window}, {overlap}")
+    if length <= window:
+        return [(0, length)]
+    count = math.ceil((length - window) / (window - overlap)) + 1
+    stride = int((length - window) / (count - 1))
+    spans = [(0, length)]
+    spans += [(i * stride, i * stride + window) for i in range(1, count - 1)]
+    spans.append((length - window, length))
+    return spans
+
+
+class SEResNet18(ECGModel):
+    """SE-ResNet18 for (batch, leads, samples) inputs plus optional ``demographics`` (batch, d).
+
+    ``forward_features`` returns the globally pooled 512 CNN features; ``forward_head`` maps the
+    demographics through ``fc1``, concatenates [demographics, CNN] and applies ``fc``. Without
+    ``demographics`` a zero vector is used (``fc1`` then contributes only its bias), so generic
+    code can call ``model(x)``. ``target_layer`` is the last block (``layer4.1``).
+    """
+
+    extra_inputs = ("demographics",)
+    input_shape = (12, 4096)
+    seed_num_classes = 24
+
+    def __init__(
+        self,
+        in_channels: int = 12,
+        num_classes: int = 24,
+        demographics_dim: int = 5,
+        demographics_features: int = 10,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_kernel_size: int = 15,
+        kernel_size: int = 7,
+        dropout: float = 0.2,
+        reduction: int = 16,
+    ):
+        super().__init__()
+        layers = tuple(int(n) for n in layers)
+        widths = tuple(int(w) for w in widths)
+        if len(layers) != 4 or len(widths) != 4 or min(layers) < 1:
+            raise ValueError(f"SEResNet18: need four stages of >= 1 block, got {layers}")
+        if kernel_size % 2 == 0:
+            # The residual add needs length-preserving ("same") convolutions: an odd kernel.
+            raise ValueError(f"SEResNet18: kernel_size={kernel_size} must be odd")
+        if demographics_dim < 1:
+            raise ValueError(f"SEResNet18: demographics_dim={demographics_dim} must be >= 1")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.demographics_dim = demographics_dim
+        self.conv1 = nn.Conv1d(
+            in_channels,
+            widths[0],
+            stem_kernel_size,
+            stride=2,
+            padding=stem_kernel_size // 2,
+            bias=False,
+        )
+        self.bn1 = nn.BatchNorm1d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
+        self._channels = widths[0]
+        block = (kernel_size, dropout, reduction)
+        self.layer1 = self._make_layer(widths[0], layers[0], 1, *block)
+        self.layer2 = self._make_layer(widths[1], layers[1], 2, *block)
+        self.layer3 = self._make_layer(widths[2], layers[2], 2, *block)
+        self.layer4 = self._make_layer(widths[3], layers[3], 2, *block)
+        self.avgpool = nn.AdaptiveAvgPool1d(1)
+        self.num_features = self._channels
+        self.fc1 = nn.Linear(demographics_dim, demographics_features)
+        self.fc = nn.Linear(demographics_features + self.num_features, num_classes)
+        self.target_layer = f"layer4.{layers[3] - 1}"
+        self._init_weights()
+
+    def _make_layer(
+        self,
+        channels: int,
+        blocks: int,
+        stride: int,
+        kernel_size: int,
+        dropout: float,
+        reduction: int,
+    ) -> nn.Sequential:
+        downsample: nn.Module | None = None
+        if stride != 1 or self._channels != channels:
+            downsample = nn.Sequential(
+                nn.Conv1d(self._channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm1d(channels),
+            )
+        modules = [
+            SEBasicBlock1d(
+                self._channels, channels, stride, downsample, kernel_size, dropout, reduction
+            )
+        ]
+        self._channels = channels
+        modules += [
+            SEBasicBlock1d(channels, channels, 1, None, kernel_size, dropout, reduction)
+            for _ in range(1, blocks)
+        ]
+        return nn.Sequential(*modules)
+
+    def _init_weights(self) -> None:
+        # The original's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1, bias 0.
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm1d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"SEResNet18 expects (batch, model.in_channels={self.in_channels}, samples) "
+                f"inputs, got shape {tuple(x.shape)}"
+            )
+        out = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.avgpool(out).flatten(1)
+
+    def _demographics(
+        self, demographics: torch.Tensor | None, batch: int, like: torch.Tensor
+    ) -> torch.Tensor:
+        if demographics is None:
+            # Neutral value: zeros, so the demographic branch adds only fc1's (learned) bias.
+            return like.new_zeros(batch, self.demographics_dim)
+        if demographics.shape != (batch, self.demographics_dim):
+            raise ValueError(
+                f"SEResNet18: demographics must be (batch={batch}, model.demographics_dim="
+                f"{self.demographics_dim}), got shape {tuple(demographics.shape)}"
+            )
+        return demographics.to(like.dtype)
+
+    def forward_head(
+        self,
+        features: torch.Tensor,
+        demographics: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> torch.Tensor:
+        demo = self.fc1(self._demographics(demographics, features.shape[0], features))
+        # The original concatenates the demographic features first: fc's columns follow that.
+        return self.fc(torch.cat((demo, features), dim=1))
+
+    def forward(
+        self, x: torch.Tensor, demographics: torch.Tensor | None = None, **extra: torch.Tensor
+    ) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x), demographics=demographics)
+
+    def forward_windows(
+        self,
+        x: torch.Tensor,
+        demographics: torch.Tensor | None = None,
+        window: int = 4096,
+        overlap: int = 256,
+    ) -> torch.Tensor:
+        """Sigmoid probabilities (batch, classes) averaged over the original's evaluation windows
+        (:func:`sliding_windows`) of full-length records; shorter records are zero-padded at the
+        end to ``window`` (the original's ValClip) and scored once. Returns probabilities, not
+        logits, because the original averages after the sigmoid."""
+        length = x.shape[-1]
+        if length < window:
+            x = nn.functional.pad(x, (0, window - length))
+            length = window
+        spans = sliding_windows(length, window, overlap)
+        probabilities = [
+            torch.sigmoid(self(x[..., start:stop], demographics=demographics))
+            for start, stop in spans
+        ]
+        return torch.stack(probabilities).mean(dim=0)
+
+
+def load_original_state_dict(model: SEResNet18, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load a state dict of the original ``SEResnet1dag`` ``resnet18`` into ``model``.
+
+    ecgx keeps the original's module names, so this is a checked copy: a ``module.`` prefix
+    (``DataParallel`` checkpoints) is stripped, ``num_batches_tracked`` may be absent, and any
+    unknown key, missing key or shape mismatch raises ``KeyError``/``ValueError`` naming the key
+    before anything is copied. Values are cast to the model's dtype.
+    """
+    entries = dict(state_dict)
+    if entries and all(key.startswith("module.") for key in entries):
+        entries = {key[len("module.") :]: value for key, value in entries.items()}
+    own = model.state_dict()
+    unknown = [key for key in entries if key not in own]
+    if unknown:
+        raise KeyError(f"load_original_state_dict: unknown key(s) for SEResNet18: {unknown}")
+    missing = [key for key in own if key not in entries and not key.endswith("num_batches_tracked")]
+    if missing:
+        raise KeyError(f"load_original_state_dict: missing key(s) for SEResNet18: {missing}")
+    for key, value in entries.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"load_original_state_dict: {key} has shape {tuple(value.shape)}, SEResNet18 "
+                f"expects {tuple(own[key].shape)} (check in_channels, num_classes and "
+                "demographics_dim)"
+            )
+    model.load_state_dict({**own, **entries}, strict=True)
