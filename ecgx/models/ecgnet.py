@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.weights import checked_copy
 
 __all__ = ["ECGNet", "ECGNetResBlock", "load_original_state_dict"]
 
@@ -166,20 +167,4 @@ def load_original_state_dict(model: ECGNet, state_dict: Mapping[str, torch.Tenso
     raises ``KeyError``/``ValueError`` naming the key before anything is copied. Values are cast
     to the model's dtype.
     """
-    entries = dict(state_dict)
-    if entries and all(key.startswith("module.") for key in entries):
-        entries = {key[len("module.") :]: value for key, value in entries.items()}
-    own = model.state_dict()
-    unknown = [key for key in entries if key not in own]
-    if unknown:
-        raise KeyError(f"load_original_state_dict: unknown key(s) for ECGNet: {unknown}")
-    missing = [key for key in own if key not in entries and not key.endswith("num_batches_tracked")]
-    if missing:
-        raise KeyError(f"load_original_state_dict: missing key(s) for ECGNet: {missing}")
-    for key, value in entries.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(
-                f"load_original_state_dict: {key} has shape {tuple(value.shape)}, ECGNet expects "
-                f"{tuple(own[key].shape)} (check in_channels, num_classes and input_length)"
-            )
-    model.load_state_dict({**own, **entries}, strict=True)
+    checked_copy(model, state_dict, hint="check in_channels, num_classes and input_length")

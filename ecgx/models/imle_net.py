@@ -16,7 +16,6 @@ attention weights from N(0, 0.05²)).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.weights import copy_keras_weights
 
 __all__ = [
     "AdditiveAttention",
@@ -323,7 +323,6 @@ class IMLENet(ECGModel):
 
 # --------------------------------------------------------------------------- Keras weights
 
-_KERAS_KEY = re.compile(r"^w(\d+):(.*)$")
 _Converter = Callable[[np.ndarray], np.ndarray]
 
 
@@ -396,22 +395,6 @@ def _keras_layout(model: IMLENet) -> list[tuple[str, str, torch.Tensor, _Convert
     return entries
 
 
-def _keras_arrays(
-    weights: Sequence[np.ndarray] | Mapping[str, np.ndarray],
-) -> list[tuple[str | None, np.ndarray]]:
-    if not isinstance(weights, Mapping):
-        return [(None, np.asarray(array)) for array in weights]
-    numbered = []
-    for key in weights:
-        match = _KERAS_KEY.match(key)
-        if match:
-            numbered.append((int(match.group(1)), match.group(2), key))
-    if numbered:
-        numbered.sort()
-        return [(name, np.asarray(weights[key])) for _, name, key in numbered]
-    return [(key, np.asarray(array)) for key, array in weights.items()]
-
-
 def load_keras_weights(
     model: IMLENet, weights: Sequence[np.ndarray] | Mapping[str, np.ndarray]
 ) -> None:
@@ -444,33 +427,4 @@ def load_keras_weights(
     kind such as ``gamma`` or ``kernel``) before anything is copied; a mismatch raises
     ``ValueError`` naming the Keras index and the ecgx parameter.
     """
-    layout = _keras_layout(model)
-    arrays = _keras_arrays(weights)
-    if len(arrays) != len(layout):
-        raise ValueError(
-            f"load_keras_weights: got {len(arrays)} Keras weights, this IMLENet needs "
-            f"{len(layout)}: were both models built with the same filters?"
-        )
-    converted = []
-    for index, ((kind, target_name, target, convert), (name, array)) in enumerate(
-        zip(layout, arrays, strict=True)
-    ):
-        label = f"Keras weight {index}" + (f" ({name!r})" if name else "")
-        if name is not None:
-            found = name.split(":")[0].rsplit("/", 1)[-1]
-            if found != kind:
-                raise ValueError(
-                    f"load_keras_weights: {label} is a {found!r}, expected a {kind!r} for "
-                    f"{target_name}: the weights are not in IMLE-Net's Keras order"
-                )
-        value = convert(array)
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(
-                f"load_keras_weights: {label} has shape {tuple(array.shape)}, which does not fit "
-                f"{target_name} of shape {tuple(target.shape)} (Keras layout shown before "
-                f"conversion)"
-            )
-        converted.append((target, value))
-    with torch.no_grad():
-        for target, value in converted:
-            target.copy_(torch.as_tensor(np.ascontiguousarray(value), dtype=target.dtype))
+    copy_keras_weights("IMLE-Net", _keras_layout(model), weights)

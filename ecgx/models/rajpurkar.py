@@ -26,6 +26,7 @@ from torch import nn
 
 from ecgx.models.base import ECGModel
 from ecgx.models.imle_net import SameConv1d
+from ecgx.models.weights import copy_keras_weights
 
 __all__ = ["Rajpurkar", "RajpurkarBlock", "load_keras_weights"]
 
@@ -234,22 +235,6 @@ def _keras_layout(model: Rajpurkar) -> list[tuple[str, str, torch.Tensor, _Conve
     return entries
 
 
-def _keras_arrays(
-    weights: Sequence[np.ndarray] | Mapping[str, np.ndarray],
-) -> list[tuple[str | None, np.ndarray]]:
-    """(Keras name or None, array) in Keras order, from a list or a (numbered) mapping."""
-    if not isinstance(weights, Mapping):
-        return [(None, np.asarray(array)) for array in weights]
-    numbered = sorted(
-        (int(match.group(1)), match.group(2), key)
-        for key in weights
-        if (match := _NUMBERED_KEY.match(key))
-    )
-    if numbered:
-        return [(name, np.asarray(weights[key])) for _, name, key in numbered]
-    return [(key, np.asarray(array)) for key, array in weights.items()]
-
-
 def load_keras_weights(
     model: Rajpurkar, weights: Sequence[np.ndarray] | Mapping[str, np.ndarray]
 ) -> None:
@@ -273,33 +258,4 @@ def load_keras_weights(
     Count, shapes and (where names are given) the weight kind are checked before anything is
     copied; a mismatch raises ``ValueError`` naming the Keras index and the ecgx parameter.
     """
-    layout = _keras_layout(model)
-    arrays = _keras_arrays(weights)
-    if len(arrays) != len(layout):
-        raise ValueError(
-            f"load_keras_weights: got {len(arrays)} Keras weights, this Rajpurkar model needs "
-            f"{len(layout)}: were both models built with the same subsample_lengths?"
-        )
-    converted = []
-    for index, ((kind, target_name, target, convert), (name, array)) in enumerate(
-        zip(layout, arrays, strict=True)
-    ):
-        label = f"Keras weight {index}" + (f" ({name!r})" if name else "")
-        if name is not None:
-            found = name.split(":")[0].rsplit("/", 1)[-1]
-            if found != kind:
-                raise ValueError(
-                    f"load_keras_weights: {label} is a {found!r}, expected a {kind!r} for "
-                    f"{target_name}: the weights are not in Rajpurkar's Keras order"
-                )
-        value = convert(array)
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(
-                f"load_keras_weights: {label} has shape {tuple(array.shape)}, which does not fit "
-                f"{target_name} of shape {tuple(target.shape)} (Keras layout shown before "
-                f"conversion)"
-            )
-        converted.append((target, value))
-    with torch.no_grad():
-        for target, value in converted:
-            target.copy_(torch.as_tensor(np.ascontiguousarray(value), dtype=target.dtype))
+    copy_keras_weights("Rajpurkar", _keras_layout(model), weights)

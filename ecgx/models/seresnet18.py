@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.weights import checked_copy
 
 __all__ = [
     "SEBasicBlock1d",
@@ -279,21 +280,4 @@ def load_original_state_dict(model: SEResNet18, state_dict: Mapping[str, torch.T
     unknown key, missing key or shape mismatch raises ``KeyError``/``ValueError`` naming the key
     before anything is copied. Values are cast to the model's dtype.
     """
-    entries = dict(state_dict)
-    if entries and all(key.startswith("module.") for key in entries):
-        entries = {key[len("module.") :]: value for key, value in entries.items()}
-    own = model.state_dict()
-    unknown = [key for key in entries if key not in own]
-    if unknown:
-        raise KeyError(f"load_original_state_dict: unknown key(s) for SEResNet18: {unknown}")
-    missing = [key for key in own if key not in entries and not key.endswith("num_batches_tracked")]
-    if missing:
-        raise KeyError(f"load_original_state_dict: missing key(s) for SEResNet18: {missing}")
-    for key, value in entries.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(
-                f"load_original_state_dict: {key} has shape {tuple(value.shape)}, SEResNet18 "
-                f"expects {tuple(own[key].shape)} (check in_channels, num_classes and "
-                "demographics_dim)"
-            )
-    model.load_state_dict({**own, **entries}, strict=True)
+    checked_copy(model, state_dict, hint="check in_channels, num_classes and demographics_dim")
