@@ -112,7 +112,7 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
                                weights_only=True)  # fmt: skip
         metrics.update({k: float(v) for k, v in results[0].items()})
         if logger is not None:
-            _log_results(logger, module, datamodule, metrics, best)
+            _log_checkpoint(logger, best)
     _print_metrics(metrics)
     return metrics
 
@@ -134,32 +134,9 @@ def _log_data(logger: Any, datamodule: Any) -> None:
             log_file(client, run_id, skipped, "data")
 
 
-def _log_results(logger: Any, module: Any, datamodule: Any, metrics: dict, best: str) -> None:
-    import pandas as pd
-
-    from ecgx.plots import roc_curves
-
-    client, run_id = logger.experiment, logger.run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        if module.test_result is not None:
-            probs, targets, rows = module.test_result
-            names = datamodule.class_names
-            classify = module.task != "regression"
-            if classify:
-                aurocs = {n: metrics.get(f"test/auroc_{n}") for n in names}
-                plot = roc_curves(probs, targets, names, Path(tmp) / "roc_test.png",
-                                  "Test ROC curves (best checkpoint)", aurocs)  # fmt: skip
-                log_file(client, run_id, plot, "plots")
-            ids = datamodule.cache.meta["record_id"].iloc[rows.numpy()].to_numpy()
-            table = pd.DataFrame({"record_id": ids})
-            for i, name in enumerate(names):
-                table[f"{'prob' if classify else 'pred'}_{name}"] = probs[:, i].numpy()
-                truth = targets[:, i]
-                table[f"true_{name}"] = (truth.int() if classify else truth).numpy()
-            table.to_csv(Path(tmp) / "test_predictions.csv", index=False)
-            log_file(client, run_id, Path(tmp) / "test_predictions.csv", "predictions")
+def _log_checkpoint(logger: Any, best: str) -> None:
     if best:
-        log_file(client, run_id, best, "checkpoints")
+        log_file(logger.experiment, logger.run_id, best, "checkpoints")
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:

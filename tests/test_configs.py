@@ -109,6 +109,8 @@ def test_experiments_compose(compose_train, name: str) -> None:
 def test_default_tracking_uri_is_the_project_db(compose_train, monkeypatch) -> None:
     from hydra import compose, initialize_config_dir
 
+    # MLflow exports the URI of the last client to the environment; start from none.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp/x"])
     assert cfg.tracking_uri == f"sqlite:///{Path(cfg.paths.root_dir)}/mlflow.db"

@@ -121,3 +121,19 @@ def test_fine_tune_from_a_run_with_a_new_head(compose_train, tmp_path) -> None:
     assert fresh == ["head.bias", "head.weight"]
     trained = torch.load(ckpt, weights_only=True)["state_dict"]
     assert torch.equal(net.stem[0].weight, trained["net.stem.0.weight"])
+
+
+@pytest.mark.slow
+def test_ddp_sim_logs_one_run_with_its_artifacts(compose_train) -> None:
+    """Two CPU processes (ddp_spawn, gloo): one MLflow run, metrics and artifacts from rank 0."""
+    cfg = compose_train("debug=smoke", "trainer=ddp_sim", "experiment_name=ddp-test")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/macro_auroc"] <= 1.0
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddp-test").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.strategy"] == "ddp_spawn"
+    logged = {a.path for folder in ("plots", "predictions", "checkpoints")
+              for a in client.list_artifacts(run.info.run_id, folder)}  # fmt: skip
+    assert "plots/roc_test.png" in logged and "predictions/test_predictions.csv" in logged
+    assert any(p.endswith(".ckpt") for p in logged)
