@@ -100,3 +100,15 @@ def original_weights_and_input(key: str) -> tuple[dict[str, torch.Tensor], torch
     entry = torch_original(key)
     state = rule_state_dict([(name, shape) for name, shape in entry["state_dict"]], entry["salt"])
     return state, reference_input(entry["input"]), entry
+
+
+def keras_reference(name: str) -> dict[str, np.ndarray]:
+    """Every array of a Keras reference file (weights ``wNNN:<name>``, input, outputs)."""
+    with np.load(reference_file(name)) as data:
+        return {key: data[key] for key in data.files}
+
+
+def keras_weight_list(reference: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The Keras weights of a reference file in ``model.get_weights()`` order."""
+    keys = sorted(key for key in reference if key.startswith("w") and ":" in key)
+    return [reference[key] for key in keys]

@@ -15,7 +15,8 @@ from ecgx.models.imle_net import (
     SameConv1d,
     load_keras_weights,
 )
-from tests.helpers.reference_weights import reference_file
+from tests.helpers.reference_weights import keras_reference as load_keras_reference
+from tests.helpers.reference_weights import keras_weight_list
 
 KERAS_REFERENCE = "imle_keras_reference.npz"
 
@@ -28,13 +29,7 @@ def model() -> IMLENet:
 
 @pytest.fixture(scope="module")
 def keras_reference() -> dict[str, np.ndarray]:
-    with np.load(reference_file(KERAS_REFERENCE)) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _keras_list(reference: dict[str, np.ndarray]) -> list[np.ndarray]:
-    keys = sorted(key for key in reference if key.startswith("w") and ":" in key)
-    return [reference[key] for key in keys]
+    return load_keras_reference(KERAS_REFERENCE)
 
 
 def test_trainable_parameters_match_keras(model: IMLENet) -> None:
@@ -165,7 +160,7 @@ def test_reproduces_keras_reference(keras_reference: dict[str, np.ndarray]) -> N
 def test_keras_weights_as_plain_list(keras_reference: dict[str, np.ndarray]) -> None:
     from_mapping, from_list = IMLENet(), IMLENet()
     load_keras_weights(from_mapping, keras_reference)
-    load_keras_weights(from_list, _keras_list(keras_reference))
+    load_keras_weights(from_list, keras_weight_list(keras_reference))
     for (name, a), b in zip(
         from_mapping.state_dict().items(), from_list.state_dict().values(), strict=True
     ):
@@ -177,7 +172,7 @@ def test_bad_keras_weights_are_rejected_before_copying(
 ) -> None:
     net = IMLENet()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    weights = _keras_list(keras_reference)
+    weights = keras_weight_list(keras_reference)
     with pytest.raises(ValueError, match="got 94 Keras weights.*needs 95"):
         load_keras_weights(net, weights[:-1])
     transposed = [*weights[:-2], weights[-2].T, weights[-1]]
