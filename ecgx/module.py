@@ -13,6 +13,7 @@ from torchmetrics.aggregation import CatMetric
 
 from ecgx.errors import ConfigValueError
 from ecgx.metrics import multilabel_metrics, regression_metrics
+from ecgx.models.base import head_parameter_names
 
 TASKS = ("multilabel", "multiclass", "regression")
 
@@ -40,11 +41,14 @@ class ECGClassifier(L.LightningModule):
         class_names: list[str] | None = None,
         task: str = "multilabel",
         compile: bool = False,
+        train_head_only: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ConfigValueError(f"module.task must be one of {TASKS}, got {task!r}")
         self.task = task
+        if train_head_only:
+            _freeze_all_but_head(net)
         self.net = torch.compile(net) if compile else net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -103,14 +107,8 @@ class ECGClassifier(L.LightningModule):
         rows = self.record_index[stage].compute()
         for metric in (self.preds, self.targets, self.record_index):
             metric[stage].reset()
-        if self.task in ("multilabel", "multiclass"):
-            metrics = multilabel_metrics(probs, targets, self.class_names)
-            if self.task == "multiclass":
-                metrics["accuracy"] = float((probs.argmax(1) == targets.argmax(1)).float().mean())
-            headline = "macro_auroc"
-        else:
-            metrics = regression_metrics(probs, targets, self.class_names)
-            headline = "r2"
+        metrics = split_metrics(self.task, probs, targets, self.class_names)
+        headline = HEADLINE[self.task]
         self.log(f"{stage}/{headline}", metrics.pop(headline), prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
@@ -123,7 +121,9 @@ class ECGClassifier(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # Frozen parameters stay out, so weight decay / momentum never touch them.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=trainable)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -131,6 +131,31 @@ class ECGClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
         }
+
+
+HEADLINE = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
+
+
+def split_metrics(
+    task: str, probs: torch.Tensor, targets: torch.Tensor, names: list[str]
+) -> dict[str, float]:
+    """The metrics of one evaluated split for a task (unprefixed names, e.g. ``macro_auroc``)."""
+    if task == "regression":
+        return regression_metrics(probs, targets, names)
+    metrics = multilabel_metrics(probs, targets, names)
+    if task == "multiclass":
+        metrics["accuracy"] = float((probs.argmax(1) == targets.argmax(1)).float().mean())
+    return metrics
+
+
+def _freeze_all_but_head(net: nn.Module) -> None:
+    head = head_parameter_names(net)
+    if not head:
+        raise ConfigValueError(
+            f"module.train_head_only: {type(net).__name__} declares no head_modules"
+        )
+    for name, param in net.named_parameters():
+        param.requires_grad_(name in head)
 
 
 class _OneHotCrossEntropy(nn.Module):

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ecgx.errors import MissingPathError
-from ecgx.module import load_pretrained
+from ecgx.errors import ConfigValueError, MissingPathError
+from ecgx.models.classical import FeatureClassifier
+from ecgx.module import HEADLINE, load_pretrained, split_metrics
+from ecgx.tracking.callbacks import log_test_predictions
 from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
     datamodule.setup("fit")
     net = instantiate(cfg.model, in_channels=datamodule.num_leads,
                       num_classes=datamodule.num_classes)  # fmt: skip
+    if isinstance(net, FeatureClassifier):
+        return _fit_and_test_classical(cfg, net, datamodule, logger)
     if cfg.get("init_from"):
         fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
         log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
@@ -113,7 +118,52 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in results[0].items()})
         if logger is not None:
             _log_checkpoint(logger, best)
-    _print_metrics(metrics)
+    _print_metrics(metrics, "Test metrics (best checkpoint):")
+    return metrics
+
+
+def _fit_and_test_classical(
+    cfg: DictConfig, model: FeatureClassifier, datamodule: Any, logger: Any
+) -> dict[str, float]:
+    """The seed's classical baselines: features of every split, fit on train, score val/test.
+
+    No Lightning here (scikit-learn fits in one call), but the run records the same things as a
+    neural one: params, data splits, ``val/`` and ``test/`` metrics, test predictions, and the
+    fitted estimator (a pickle: load it only from runs you trust).
+    """
+    import pickle
+
+    if cfg.get("init_from") or cfg.get("ckpt_path"):
+        raise ConfigValueError("init_from / ckpt_path do not apply to the classical baselines")
+    task, cache, names = cfg.module.task, datamodule.cache, datamodule.class_names
+    feats = {s: model.features(cache[int(j)] for j in idx) for s, idx in datamodule.indices.items()}
+    truth = {s: datamodule.targets[idx] for s, idx in datamodule.indices.items()}
+    log.info("expert features: %s per record", feats["train"].shape[1])
+    model.fit(feats["train"], truth["train"], task)
+    metrics: dict[str, float] = {}
+    probs = {}
+    stages = ("val", "test") if cfg.get("test", True) else ("val",)
+    for stage in stages:
+        probs[stage] = model.predict_proba(feats[stage], task)
+        values = split_metrics(task, torch.from_numpy(probs[stage]).float(),
+                               torch.from_numpy(truth[stage]), names)  # fmt: skip
+        metrics.update({f"{stage}/{k}": v for k, v in values.items()})
+    if logger is not None:
+        _log_data(logger, datamodule)
+        logger.log_metrics(metrics)
+        client, run_id = logger.experiment, logger.run_id
+        if "test" in probs:
+            ids = cache.meta["record_id"].iloc[datamodule.indices["test"]].to_numpy()
+            aurocs = {k.removeprefix("test/auroc_"): v for k, v in metrics.items()
+                      if k.startswith("test/auroc_")}  # fmt: skip
+            log_test_predictions(client, run_id, probs["test"], truth["test"], ids, names, task,
+                                 aurocs)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "estimator.pkl"
+            path.write_bytes(pickle.dumps(model))
+            log_file(client, run_id, path, "model")
+    log.info("val/%s = %.4f", HEADLINE[task], metrics[f"val/{HEADLINE[task]}"])
+    _print_metrics(metrics, "Test metrics (fitted estimator):")
     return metrics
 
 
@@ -139,11 +189,11 @@ def _log_checkpoint(logger: Any, best: str) -> None:
         log_file(logger.experiment, logger.run_id, best, "checkpoints")
 
 
-def _print_metrics(metrics: dict[str, float]) -> None:
+def _print_metrics(metrics: dict[str, float], heading: str) -> None:
     rows = sorted((k, v) for k, v in metrics.items() if k.startswith("test/"))
     if not rows:
         return
     width = max(len(k) for k, _ in rows)
-    print("\nTest metrics (best checkpoint):")
+    print(f"\n{heading}")
     for k, v in rows:
         print(f"  {k:<{width}}  {v:.4f}")

@@ -28,6 +28,9 @@ class ECGModel(nn.Module):
     input_shape: tuple[int, int] = (12, 1000)
     #: classes of the seed configuration (the published parameter count is for this many)
     seed_num_classes: int = 5
+    #: dotted names of the classifier head's modules, the last one giving the logits: what
+    #: stays trainable in head-only fine-tuning (``module.train_head_only``)
+    head_modules: tuple[str, ...] = ("head",)
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -41,6 +44,19 @@ class ECGModel(nn.Module):
     def get_target_layer(self) -> nn.Module:
         """The module explainers attach to by default."""
         return self.get_submodule(self.target_layer)
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of ``model.head_modules`` (checked to exist)."""
+    names = set()
+    for head in getattr(model, "head_modules", ()):
+        try:
+            module = model.get_submodule(head)
+        except AttributeError as err:
+            raise ValueError(f"{type(model).__name__}.head_modules names {head!r}, "
+                             f"which the model does not have") from err  # fmt: skip
+        names |= {f"{head}.{n}" for n, _ in module.named_parameters()}
+    return names
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -26,8 +26,17 @@ class ModelCost:
     checkpoint_mb: float  # float32 state dict, serialised
 
 
+def _is_neural(path: Path) -> bool:
+    return issubclass(get_class(OmegaConf.load(path)._target_), ECGModel)
+
+
 def model_names() -> list[str]:
-    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    """The torch models of ``conf/model`` (the classical baselines are listed apart)."""
+    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml") if _is_neural(p))
+
+
+def classical_names() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml") if not _is_neural(p))
 
 
 def build(
@@ -70,6 +79,9 @@ def table(names: list[str] | None = None) -> str:
         shape = f"{r.input_shape[0]}x{r.input_shape[1]}"
         lines.append(f"{r.name:<16} {shape:>10} {r.num_classes:>7} {r.parameters:>12,} "
                      f"{r.flops / 1e9:>8.3f} {r.checkpoint_mb:>8.1f}  {r.target}")  # fmt: skip
+    if names is None and classical_names():
+        lines.append(f"\nclassical baselines (scikit-learn on 636 expert features, no FLOPs): "
+                     f"{', '.join(classical_names())}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -67,6 +67,8 @@ class ECGNet(ECGModel):
     pooled), so the model is built for ``input_length`` samples and refuses other lengths.
     """
 
+    head_modules = ("fc",)
+
     def __init__(
         self,
         in_channels: int = 12,

@@ -72,6 +72,8 @@ class ResNet101_1d(ECGModel):
     a time axis. Any input length that survives the five halvings works (global pooling).
     """
 
+    head_modules = ("fc",)
+
     input_shape = (12, 1000)
     seed_num_classes = 5
 

@@ -66,6 +66,8 @@ class ResNet34CPSC(ECGModel):
     reference vectors use 5000 samples; the study trains on 15000).
     """
 
+    head_modules = ("fc",)
+
     input_shape = (12, 15000)
     seed_num_classes = 9
 

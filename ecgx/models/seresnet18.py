@@ -121,6 +121,8 @@ class SEResNet18(ECGModel):
     code can call ``model(x)``. ``target_layer`` is the last block (``layer4.1``).
     """
 
+    head_modules = ("fc1", "fc")  # the demographic branch joins the head
+
     extra_inputs = ("demographics",)
     input_shape = (12, 4096)
     seed_num_classes = 24

@@ -48,6 +48,8 @@ class XAILeNet(ECGModel):
     """LeNet-style CNN; ``target_layer`` is ``features.bn3``, the BN after the third convolution
     (the layer the seed's Guided Grad-CAM used), shaped (batch, 128, 5) at 250 samples."""
 
+    head_modules = ("fc1", "fc2")
+
     input_shape = (12, 250)
     seed_num_classes = 5
     target_layer = "features.bn3"
@@ -157,6 +159,8 @@ class XAIResNet(ECGModel):
     ``target_layer`` is ``layer4`` (as in the seed's Guided Grad-CAM), shaped (batch, 512, 8)
     at 250 samples.
     """
+
+    head_modules = ("fc",)
 
     input_shape = (12, 250)
     seed_num_classes = 5
@@ -283,6 +287,8 @@ class XAIXResNet1d50(ECGModel):
     ``target_layer`` is ``layer4`` (the end of the original's ``features``, where the seed ran
     Guided Grad-CAM), shaped (batch, 256, 8) at 250 samples.
     """
+
+    head_modules = ("bn", "fc")
 
     input_shape = (12, 250)
     seed_num_classes = 5

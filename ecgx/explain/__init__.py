@@ -1,0 +1,1 @@
+"""Explainers: attributions, their aggregation and plots."""
