@@ -1,6 +1,8 @@
 """The ``ecgx`` command. Each subcommand is a thin entry point over a library function.
 
 ecgx train [hydra overrides]      compose conf/train.yaml, fit, test, log to MLflow
+ecgx explain run_id=<id> [explainer=<name>] [explainer.records=N]
+                                  attributions, plots, faithfulness of a trained run
 ecgx compare [options]            table of runs from MLflow, grouped, mean ± std
 ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
 """
@@ -20,11 +22,17 @@ def _hydra_app(config_name: str, task: str) -> None:
     from omegaconf import DictConfig
 
     from ecgx.errors import EcgxError
-    from ecgx.train import train
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
         try:
+            if task == "explain":
+                from ecgx.explain.command import explain_run
+
+                explain_run(cfg)
+                return None
+            from ecgx.train import train
+
             metrics = train(cfg)
         except EcgxError as err:
             raise SystemExit(f"ecgx {task}: error: {err}") from None
@@ -42,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("ECGX_ROOT", str(project_root()))
-    if command == "train":
+    if command in ("train", "explain"):
         sys.argv = [f"ecgx {command}", *rest]
-        _hydra_app("train", command)
+        _hydra_app(command, command)
     elif command == "compare":
         from ecgx.tracking.compare import main as compare_main
 

@@ -118,6 +118,17 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in results[0].items()})
         if logger is not None:
             _log_checkpoint(logger, best)
+    if (cfg.get("explainer") or {}).get("method") and trainer.is_global_zero:
+        # After trainer.test the module holds the best checkpoint's weights (ckpt_path=best).
+        from ecgx.explain.run import explain_and_log
+
+        datamodule.setup("test")
+        net = getattr(module.net, "_orig_mod", module.net)  # the eager model under torch.compile
+        client, run_id = (logger.experiment, logger.run_id) if logger else (None, None)
+        explanation = explain_and_log(cfg.explainer, net, datamodule, module.task, client, run_id,
+                                      seed=cfg.get("seed") or 0)  # fmt: skip
+        metrics.update({f"explain/{explanation.name}/{k}": v
+                        for k, v in explanation.metrics.items()})  # fmt: skip
     _print_metrics(metrics, "Test metrics (best checkpoint):")
     return metrics
 

@@ -41,18 +41,20 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def compose_train(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictConfig]:
     """``compose_train(*overrides)``: conf/train.yaml on the small synthetic set, writing every
-    output (cache, logs, MLflow store) under this test's tmp_path."""
+    output (cache, logs, MLflow store) under this test's tmp_path; ``config="explain"``
+    composes conf/explain.yaml with the same outputs."""
 
-    def _compose(*overrides: str) -> DictConfig:
+    def _compose(*overrides: str, config: str = "train") -> DictConfig:
         base = [
-            f"dataset.root={synthetic_root}",
             f"paths.cache_dir={tmp_path / 'cache'}",
             f"paths.log_dir={tmp_path / 'logs'}",
             f"paths.output_dir={tmp_path / 'out'}",
             f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
+        if config == "train":
+            base.append(f"dataset.root={synthetic_root}")
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=True)
+            cfg = compose(config, overrides=[*base, *overrides], return_hydra_config=True)
         # As inside `ecgx train`: the job sees its group choices through HydraConfig, and
         # the composed config without the hydra node.
         HydraConfig.instance().set_config(cfg)

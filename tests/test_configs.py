@@ -7,18 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from ecgx.data.datamodule import ECGDataModule
 from ecgx.data.record import LEADS
 from ecgx.data.transforms import OfflineTransform, OnlineTransform
 from ecgx.models.base import ECGModel
+from ecgx.models.catalog import classical_names
+from ecgx.models.classical import FeatureClassifier
 from tests.conftest import ROOT
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    # Files starting with "_" are shared settings other options include, not options.
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if p.stem[0] != "_")
 
 
 def experiments() -> list[str]:
@@ -35,12 +38,31 @@ def test_every_group_has_options() -> None:
 @pytest.mark.parametrize("name", options("model"))
 def test_models_instantiate_and_run(compose_train, name: str) -> None:
     cfg = compose_train(f"model={name}")
-    net = instantiate(cfg.model, in_channels=12, num_classes=5)
+    if name in classical_names():
+        model = instantiate(cfg.model, in_channels=12, num_classes=5)
+        assert isinstance(model, FeatureClassifier)
+        assert hasattr(model.estimator, "predict_proba")
+        return
+    cls = get_class(cfg.model._target_)
+    leads = cls.input_shape[0] if cls.input_shape[0] != 12 else 12
+    small = {"image_size": [64, 64]} if leads != 12 else {}
+    net = instantiate(cfg.model, in_channels=leads, num_classes=5, **small)
     assert isinstance(net, ECGModel)
     assert net.get_target_layer() is not None
     with torch.no_grad():
-        out = net.eval()(torch.randn(2, 12, 1000))
+        out = net.eval()(torch.randn(2, leads, 64 * 64 if small else 1000))
     assert out.shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", options("explainer"))
+def test_explainers_compose(compose_train, name: str) -> None:
+    cfg = compose_train(f"explainer={name}")
+    if name == "none":
+        assert not cfg.explainer
+        return
+    assert cfg.explainer.name == name
+    method = instantiate(cfg.explainer.method)
+    assert callable(method) and cfg.explainer.records > 0
 
 
 @pytest.mark.parametrize("name", options("transform"))

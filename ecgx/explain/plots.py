@@ -583,7 +583,9 @@ def heatmap(
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=_FONT)
     if title:
-        ax.set_title(title, fontsize=_FONT + 1)
+        # Wrapped to the figure's width: a long title would otherwise be cut at the edges.
+        chars = max(20, int(width * 72 / ((_FONT + 1) * 0.6)))
+        ax.set_title(textwrap.fill(title, chars), fontsize=_FONT + 1)
     return fig
 
 

@@ -13,6 +13,7 @@ Explainers need two things from a model without reaching into private attributes
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -31,6 +32,9 @@ class ECGModel(nn.Module):
     #: dotted names of the classifier head's modules, the last one giving the logits: what
     #: stays trainable in head-only fine-tuning (``module.train_head_only``)
     head_modules: tuple[str, ...] = ("head",)
+    #: a plain feed-forward stack (no residual sums, concatenations or recurrences), so
+    #: captum's layer-wise relevance propagation has a rule for every step
+    lrp_compatible: bool = False
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -44,6 +48,16 @@ class ECGModel(nn.Module):
     def get_target_layer(self) -> nn.Module:
         """The module explainers attach to by default."""
         return self.get_submodule(self.target_layer)
+
+    def layer_map_to_input(self, layer_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A one-channel map at ``target_layer`` (Grad-CAM) placed onto the input ``x``.
+
+        Default: the layer is (B, channels, T') with leads mixed into channels, so the map is
+        linearly interpolated along time and given to every lead. Models that fold beats or
+        windows into the batch axis override this with the inverse of their own reshape.
+        """
+        up = F.interpolate(layer_map, size=x.shape[-1], mode="linear", align_corners=False)
+        return up.expand_as(x)
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:

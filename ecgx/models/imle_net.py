@@ -312,6 +312,12 @@ class IMLENet(ECGModel):
     def forward_head(self, features: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
+    def layer_map_to_input(self, layer_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Beat-encoder maps (B·leads·windows, 1, T') back onto (B, leads, samples)."""
+        batch, leads, samples = x.shape
+        up = F.interpolate(layer_map, size=self.beat_length, mode="linear", align_corners=False)
+        return up.reshape(batch, leads, samples)
+
     def forward_with_attention(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -130,6 +130,15 @@ class Mousavi(ECGModel):
         # Keras flattens its channel-last map position by position, channels fastest.
         return encoded.transpose(1, 2).reshape(batch, self.windows, -1)
 
+    def layer_map_to_input(self, layer_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Beat-encoder maps (B·windows, 1, T') back onto (B, leads, samples) through the
+        quirk's view: position t of beat w covers values (w·beat_length + t)·leads + c of the
+        flattened lead-major record, c = 0..leads−1."""
+        batch, leads, samples = x.shape
+        up = F.interpolate(layer_map, size=self.beat_length, mode="linear", align_corners=False)
+        flat = up.reshape(batch, self.windows * self.beat_length, 1).expand(-1, -1, leads)
+        return flat.reshape(batch, leads, samples)
+
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         rhythm = self.rhythm_lstm(self.encode_beats(x))
         # Flatten step by step, forward then backward units within a step (Keras' layout).

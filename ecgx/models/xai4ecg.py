@@ -49,6 +49,7 @@ class XAILeNet(ECGModel):
     (the layer the seed's Guided Grad-CAM used), shaped (batch, 128, 5) at 250 samples."""
 
     head_modules = ("fc1", "fc2")
+    lrp_compatible = True
 
     input_shape = (12, 250)
     seed_num_classes = 5

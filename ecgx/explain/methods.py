@@ -1,0 +1,404 @@
+"""Attribution methods: one class per method, one call shape.
+
+``Method(model, **options).attribute(inputs, target) -> attributions`` shaped like ``inputs``
+((B, leads, samples) for the 1D models, (B, channels, H·W) or (B, C, H, W) for chart images),
+with ``target`` the class index (an int or one per record). Every gradient method is captum's;
+what is written here is only what captum leaves to the caller: choosing the layer (the model's
+declared ``target_layer``), the baselines (zero, or a background set drawn from the train
+split), upsampling layer maps to the input's length, chunking records into batches, and
+checking that the model is one the method is valid for.
+
+Which models a method supports, and why:
+- DeepLift, DeepLiftShap, Guided Backprop, Guided Grad-CAM override the backward pass of
+  nonlinearity *modules*. A ReLU called through ``torch.nn.functional`` is invisible to them,
+  and a ReLU module called twice in one forward shares one hook state, so their rules would
+  silently not apply; :func:`relu_usage` detects both and the methods refuse such models.
+- LRP propagates relevance layer by layer and needs every operation to be a module with a rule:
+  residual additions, concatenations and recurrent layers are functional or unsupported in
+  captum, so LRP supports plain feed-forward stacks only (models that set
+  ``lrp_compatible = True``, e.g. the XAI4ECG LeNet), after merging BatchNorm into the
+  preceding convolution as the seed's canonizer does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from captum import attr
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ecgx.errors import ConfigValueError
+
+Target = int | torch.Tensor
+
+
+class UnsupportedModelError(ConfigValueError):
+    """The method's rules are not valid for this model's layers."""
+
+
+def relu_usage(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
+    """How the model applies ReLUs in one forward: ``functional`` calls outside ReLU modules,
+    and ``reused`` ReLU modules (called more than once)."""
+    calls: Counter[int] = Counter()
+    inside = [0]
+    functional = [0]
+
+    class _Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if func in (torch.relu, torch.relu_, nn.functional.relu) and not inside[0]:
+                functional[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    def pre(module: nn.Module, _: Any) -> None:
+        calls[id(module)] += 1
+        inside[0] += 1
+
+    def post(module: nn.Module, _: Any, __: Any) -> None:
+        inside[0] -= 1
+
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles = [m.register_forward_pre_hook(pre) for m in relus]
+    handles += [m.register_forward_hook(post) for m in relus]
+    try:
+        with torch.no_grad(), _Spy():
+            model(inputs[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return {"functional": functional[0], "reused": sum(1 for c in calls.values() if c > 1)}
+
+
+def _require_relu_modules(model: nn.Module, inputs: torch.Tensor, method: str) -> None:
+    usage = relu_usage(model, inputs)
+    if usage["functional"] or usage["reused"]:
+        raise UnsupportedModelError(
+            f"{method} does not support {type(model).__name__}: it applies "
+            f"{usage['functional']} functional ReLU(s) and reuses {usage['reused']} ReLU "
+            f"module(s), which captum's modified backward rules cannot see; use saliency, "
+            f"integrated_gradients, gradient_shap, occlusion or grad_cam instead"
+        )
+
+
+def _targets(target: Target, n: int) -> torch.Tensor:
+    t = torch.as_tensor(target, dtype=torch.long)
+    return t.expand(n).clone() if t.ndim == 0 else t
+
+
+class Method:
+    """Base class: chunking, eval mode and the target layer; subclasses write ``_attribute``.
+
+    Args:
+        model: (B, ...) -> logits; put in eval mode (BatchNorm statistics, no dropout).
+        batch_size: records per captum call (memory bound; captum batches its own steps).
+    """
+
+    #: attributions carry a sign (evidence for / against the class)
+    signed: bool = True
+    #: the method needs baselines drawn from the data (set with :meth:`set_background`)
+    needs_background: bool = False
+
+    def __init__(self, model: nn.Module, batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.background: torch.Tensor | None = None
+        self._checked = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def set_background(self, background: torch.Tensor) -> None:
+        self.background = background.detach()
+
+    def check(self, inputs: torch.Tensor) -> None:
+        """Raise :class:`UnsupportedModelError` when the method is not valid for the model."""
+
+    def attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+        if not self._checked:
+            self.check(inputs)
+            self._checked = True
+        if self.needs_background and self.background is None:
+            raise ConfigValueError(f"{self.name} needs a background set (set_background)")
+        targets = _targets(target, len(inputs))
+        if len(targets) != len(inputs):
+            raise ValueError(f"{len(targets)} targets for {len(inputs)} records")
+        parts = [
+            self._attribute(inputs[i : i + self.batch_size], targets[i : i + self.batch_size])
+            for i in range(0, len(inputs), self.batch_size)
+        ]
+        out = torch.cat(parts).detach()
+        if out.shape != inputs.shape:  # a bug here, not a user error: say what came back
+            raise RuntimeError(f"{self.name} gave {tuple(out.shape)} for {tuple(inputs.shape)}")
+        return out
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _layer(self) -> nn.Module:
+        layer_name = getattr(self.model, "target_layer", "")
+        if not layer_name:
+            raise UnsupportedModelError(f"{type(self.model).__name__} declares no target_layer")
+        return self.model.get_submodule(layer_name)
+
+
+class Saliency(Method):
+    """The input gradient of the class logit (XAI4ECG's saliency; ``abs`` for |gradient|)."""
+
+    def __init__(self, model: nn.Module, abs: bool = False, batch_size: int = 32) -> None:
+        super().__init__(model, batch_size)
+        self.abs = abs
+        self.signed = not abs
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.Saliency(self.model).attribute(x, target=target, abs=self.abs)
+
+
+class InputXGradient(Method):
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.InputXGradient(self.model).attribute(x, target=target)
+
+
+class IntegratedGradients(Method):
+    """Path integral of gradients from a baseline (``zero`` or the background's ``mean``)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_steps: int = 50,
+        baseline: str = "zero",
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = 256,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__(model, batch_size)
+        if baseline not in ("zero", "mean"):
+            raise ConfigValueError(f"explainer baseline must be zero or mean, got {baseline!r}")
+        self.n_steps, self.baseline, self.method = n_steps, baseline, method
+        self.internal_batch_size = internal_batch_size
+        self.needs_background = baseline == "mean"
+
+    def baselines(self, x: torch.Tensor) -> torch.Tensor:
+        if self.baseline == "zero":
+            return torch.zeros_like(x)
+        return self.background.mean(0, keepdim=True).expand_as(x)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.IntegratedGradients(self.model).attribute(
+            x, baselines=self.baselines(x), target=target, n_steps=self.n_steps,
+            method=self.method, internal_batch_size=self.internal_batch_size,
+        )  # fmt: skip
+
+
+class DeepLift(Method):
+    def check(self, inputs: torch.Tensor) -> None:
+        _require_relu_modules(self.model, inputs, self.name)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.DeepLift(self.model).attribute(x, baselines=torch.zeros_like(x), target=target)
+
+
+class GradientShap(Method):
+    """Expected gradients (the CPSC seed's ``shap.GradientExplainer``): baselines drawn from a
+    background set of training records, a random point on each path, gradient × difference."""
+
+    needs_background = True
+
+    def __init__(
+        self, model: nn.Module, n_samples: int = 50, stdevs: float = 0.0, batch_size: int = 8
+    ) -> None:
+        super().__init__(model, batch_size)
+        self.n_samples, self.stdevs = n_samples, stdevs
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.GradientShap(self.model).attribute(
+            x, baselines=self.background, n_samples=self.n_samples, stdevs=self.stdevs,
+            target=target,
+        )  # fmt: skip
+
+
+class DeepLiftShap(Method):
+    """DeepLift averaged over a background set of baselines."""
+
+    needs_background = True
+
+    def __init__(self, model: nn.Module, batch_size: int = 4) -> None:
+        super().__init__(model, batch_size)
+
+    def check(self, inputs: torch.Tensor) -> None:
+        _require_relu_modules(self.model, inputs, self.name)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.DeepLiftShap(self.model).attribute(x, baselines=self.background, target=target)
+
+
+class Occlusion(Method):
+    """Change of the class logit when part of the input is set to 0.
+
+    ``mode: time`` slides a window of ``window`` samples (``stride`` apart) over each lead
+    (``per_lead: false`` occludes all leads at once); ``mode: lead`` removes whole leads.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str = "time",
+        window: int = 50,
+        stride: int = 25,
+        per_lead: bool = True,
+        batch_size: int = 16,
+    ) -> None:
+        super().__init__(model, batch_size)
+        if mode not in ("time", "lead"):
+            raise ConfigValueError(f"occlusion mode must be time or lead, got {mode!r}")
+        self.mode, self.window, self.stride, self.per_lead = mode, window, stride, per_lead
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.mode == "lead":
+            mask = torch.arange(x.shape[1]).view(1, -1, *([1] * (x.ndim - 2))).expand_as(x[:1])
+            return attr.FeatureAblation(self.model).attribute(
+                x, target=target, feature_mask=mask, perturbations_per_eval=x.shape[1]
+            )
+        leads = 1 if self.per_lead else x.shape[1]
+        return attr.Occlusion(self.model).attribute(
+            x, sliding_window_shapes=(leads, self.window), strides=(leads, self.stride),
+            target=target, perturbations_per_eval=8,
+        )  # fmt: skip
+
+
+class GuidedBackprop(Method):
+    def check(self, inputs: torch.Tensor) -> None:
+        _require_relu_modules(self.model, inputs, self.name)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.GuidedBackprop(self.model).attribute(x, target=target)
+
+
+def _upsample(model: nn.Module, cam: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A layer map onto the input, by the model's own rule where it has one."""
+    if hasattr(model, "layer_map_to_input"):
+        return model.layer_map_to_input(cam, like).contiguous()
+    mode = "linear" if like.ndim == 3 else "bilinear"
+    up = attr.LayerAttribution.interpolate(cam, tuple(like.shape[2:]), interpolate_mode=mode)
+    return up.expand_as(like).contiguous()
+
+
+class GradCAM(Method):
+    """Grad-CAM at the model's ``target_layer`` (or ``layer``), upsampled to the input."""
+
+    signed = False
+
+    def __init__(self, model: nn.Module, layer: str | None = None, batch_size: int = 32) -> None:
+        super().__init__(model, batch_size)
+        self.layer = layer
+
+    def _layer(self) -> nn.Module:
+        return self.model.get_submodule(self.layer) if self.layer else super()._layer()
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cam = attr.LayerGradCam(self.model, self._layer()).attribute(
+            x, target=target, relu_attributions=True
+        )
+        return _upsample(self.model, cam, x)
+
+
+class GuidedGradCAM(GradCAM):
+    """Grad-CAM × Guided Backprop (the vision and XAI4ECG seeds' Guided Grad-CAM)."""
+
+    signed = True
+
+    def check(self, inputs: torch.Tensor) -> None:
+        _require_relu_modules(self.model, inputs, self.name)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cam = attr.LayerGradCam(self.model, self._layer()).attribute(
+            x, target=target, relu_attributions=True
+        )
+        guided = attr.GuidedBackprop(self.model).attribute(x, target=target)
+        return guided * _upsample(self.model, cam, x)
+
+
+class LRP(Method):
+    """Layer-wise relevance propagation with the epsilon rule (ε = 1e-3, XAI4ECG's choice) on
+    a copy of the model whose BatchNorms are merged into the preceding convolutions."""
+
+    def __init__(self, model: nn.Module, epsilon: float = 1e-3, batch_size: int = 32) -> None:
+        super().__init__(model, batch_size)
+        self.epsilon = epsilon
+        self._lrp_model: nn.Module | None = None
+
+    def check(self, inputs: torch.Tensor) -> None:
+        if not getattr(self.model, "lrp_compatible", False):
+            raise UnsupportedModelError(
+                f"lrp does not support {type(self.model).__name__}: captum's LRP has no rule "
+                f"for its residual additions, concatenations or recurrent layers (only plain "
+                f"feed-forward stacks such as xai_lenet are supported)"
+            )
+        self._lrp_model = _lrp_copy(self.model, self.epsilon)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return attr.LRP(self._lrp_model).attribute(x, target=target)
+
+
+def _lrp_copy(model: nn.Module, epsilon: float) -> nn.Module:
+    """A deep copy with each Conv→BN pair of a Sequential fused into one convolution (the BN
+    dropped, as the seed's canonizer does) and the epsilon rule on every linear layer."""
+    from collections import OrderedDict
+
+    from captum.attr._utils.lrp_rules import EpsilonRule
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(model).eval()
+    for parent in list(net.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue
+        kept: OrderedDict[str, nn.Module] = OrderedDict()
+        previous: nn.Module | None = None
+        for name, child in parent.named_children():
+            if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d) and isinstance(
+                previous, nn.Conv1d | nn.Conv2d
+            ):
+                fused = fuse_conv_bn_eval(previous, child)
+                previous.weight, previous.bias = fused.weight, fused.bias
+                continue
+            kept[name] = previous = child
+        for name in list(parent._modules):
+            del parent._modules[name]
+        for name, child in kept.items():
+            parent.add_module(name, child)
+    for module in net.modules():
+        # ReLU / Dropout are captum's pass-through layers; everything else with no children is
+        # linear in its input (conv, linear, pooling, remaining BN) and gets the epsilon rule.
+        if not list(module.children()) and not isinstance(module, nn.ReLU | nn.Dropout):
+            module.rule = EpsilonRule(epsilon=epsilon)
+    return net
+
+
+class Attention(Method):
+    """IMLE-Net's own explanation (spec A8): beat-level attention interpolated over each beat
+    window, scaled by the lead's channel attention, min-max normalised per record."""
+
+    signed = False
+
+    def check(self, inputs: torch.Tensor) -> None:
+        if not hasattr(self.model, "forward_with_attention"):
+            raise UnsupportedModelError(
+                f"attention needs a model with attention maps (imle_net), got "
+                f"{type(self.model).__name__}"
+            )
+
+    def maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return self.model.forward_with_attention(x)[1]
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from ecgx.explain.plots import imle_beat_map
+
+        alphas = self.maps(x)
+        beat, channel = alphas["beat"].numpy(), alphas["channel"].numpy()
+        maps = [imle_beat_map(b, c, x.shape[-1]) for b, c in zip(beat, channel, strict=True)]
+        return torch.from_numpy(np.stack(maps)).to(x.dtype)

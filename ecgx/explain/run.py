@@ -1,0 +1,256 @@
+"""Run an explainer over records of a trained model and log what it finds.
+
+One pass gives, for the chosen records (a split's first ``records``, or ``record_ids``):
+- the attributions (``attributions.npz``: record ids, target class, array like the inputs);
+- paper-ECG plots of the first ``plots`` records with the attribution as overlay (and, for
+  IMLE-Net's attention, its beat / rhythm / channel maps);
+- population level (CPSC seed, spec B6): per target class the share of |attribution| on each
+  lead, a class × lead heatmap with an average row;
+- glocal (XAI4ECG, spec 3.4): mean |attribution| per lead and waveform segment from ecgx's own
+  delineation, a lead × segment heatmap;
+- faithfulness: deletion / insertion curves against a random ranking, their areas as metrics.
+
+Everything is written under ``explain/<name>/`` of the run's artifacts, and the scalar results
+as ``explain/<name>/<metric>`` metrics, so ``ecgx compare`` can rank explainers.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from ecgx.errors import ConfigValueError
+from ecgx.explain.methods import Attention, Method
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Explanation:
+    name: str
+    record_ids: list[str]
+    targets: np.ndarray  # (B,) class index explained per record
+    attributions: np.ndarray  # like the model inputs
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def pick_targets(
+    probs: torch.Tensor, truth: torch.Tensor, how: str, class_names: list[str]
+) -> torch.Tensor:
+    """The class explained per record: ``predicted`` (highest score, the CPSC seed's patient
+    level), ``true`` (first true class; the predicted one where a record has none) or a class
+    name."""
+    if how == "predicted":
+        return probs.argmax(1)
+    if how == "true":
+        has = truth.sum(1) > 0
+        return torch.where(has, truth.float().argmax(1), probs.argmax(1))
+    if how in class_names:
+        return torch.full((len(probs),), class_names.index(how), dtype=torch.long)
+    raise ConfigValueError(
+        f"explainer.target must be predicted, true or one of {class_names}, got {how!r}"
+    )
+
+
+def _rows(datamodule: Any, node: DictConfig) -> np.ndarray:
+    """Cache rows to explain: ``record_ids`` if given, else the first records of the split."""
+    if node.get("record_ids"):
+        meta_ids = datamodule.cache.meta["record_id"].astype(str).to_numpy()
+        wanted = [str(r) for r in node.record_ids]
+        missing = sorted(set(wanted) - set(meta_ids))
+        if missing:
+            raise ConfigValueError(f"explainer.record_ids not in the dataset: {missing[:5]}")
+        position = {r: i for i, r in enumerate(meta_ids)}
+        return np.array([position[r] for r in wanted])
+    split = node.get("split", "test")
+    if split not in datamodule.indices:
+        raise ConfigValueError(f"explainer.split must be one of {list(datamodule.indices)}")
+    return datamodule.indices[split][: int(node.get("records", 32))]
+
+
+def _inputs(datamodule: Any, rows: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Model inputs (normalised, evaluation view) and the same view in the cache's units (mV)."""
+    transform, cache = datamodule.transform, datamodule.cache
+    model_in, raw = [], []
+    for j in rows:
+        x = cache[int(j)]
+        view = transform.apply_online(x, None)
+        raw.append(np.asarray(view, dtype=np.float32))
+        if transform.normalize is not None:
+            x = transform.normalize(x)
+        model_in.append(np.asarray(transform.apply_online(x, None), dtype=np.float32))
+    return torch.from_numpy(np.stack(model_in)), np.stack(raw)
+
+
+def _background(datamodule: Any, size: int, seed: int) -> torch.Tensor:
+    """Baselines for SHAP-type methods: ``size`` training records drawn without replacement."""
+    train = datamodule.indices["train"]
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(train, size=min(size, len(train)), replace=False)
+    return _inputs(datamodule, rows)[0]
+
+
+def lead_shares(attributions: np.ndarray) -> np.ndarray:
+    """(B, leads, T) -> (B, leads): each lead's share of the record's total |attribution|."""
+    per_lead = np.abs(attributions).sum(-1)
+    total = per_lead.sum(1, keepdims=True)
+    return np.divide(per_lead, total, out=np.zeros_like(per_lead), where=total > 0)
+
+
+def population_matrix(
+    shares: np.ndarray, targets: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, list[int]]:
+    """Mean lead shares per explained class (rows: classes that occur)."""
+    present = [c for c in range(num_classes) if (targets == c).any()]
+    return np.stack([shares[targets == c].mean(0) for c in present]), present
+
+
+def explain(
+    node: DictConfig,
+    net: nn.Module,
+    datamodule: Any,
+    task: str,
+    out_dir: str | Path,
+    seed: int = 0,
+) -> Explanation:
+    """Attribute, aggregate, score and plot; files go to ``out_dir``."""
+    from ecgx.explain import plots
+    from ecgx.explain.faithfulness import deletion_insertion, random_baseline_curves
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    method: Method = instantiate(node.method)(net)
+    name = node.get("name") or type(method).__name__.lower()
+    rows = _rows(datamodule, node)
+    x, raw = _inputs(datamodule, rows)
+    if method.needs_background:
+        method.set_background(_background(datamodule, int(node.get("background", 32)), seed))
+    with torch.no_grad():
+        logits = torch.cat([net(x[i : i + 64]) for i in range(0, len(x), 64)])
+    probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
+    truth = torch.from_numpy(datamodule.targets[rows])
+    names = list(datamodule.class_names)
+    targets = pick_targets(probs, truth, str(node.get("target", "predicted")), names)
+
+    start = time.perf_counter()
+    attributions = method.attribute(x, targets)
+    seconds = time.perf_counter() - start
+    a = attributions.numpy()
+    ids = datamodule.cache.meta["record_id"].iloc[rows].astype(str).tolist()
+    result = Explanation(name, ids, targets.numpy(), a)
+    result.metrics["seconds_per_record"] = seconds / len(rows)
+    np.savez_compressed(out_dir / "attributions.npz", record_id=np.array(ids),
+                        target=targets.numpy(), attributions=a.astype(np.float32))  # fmt: skip
+    result.files.append(out_dir / "attributions.npz")
+    is_signal = x.ndim == 3 and x.shape[1] == len(datamodule.cache.leads)
+    leads = list(datamodule.cache.leads)
+    fs = datamodule.cache.fs
+
+    # Paper-ECG plots of the first records, with the class explained in the title.
+    for k in range(min(int(node.get("plots", 3)), len(rows))):
+        if not is_signal:
+            break
+        title = f"{name}: record {ids[k]}, class {names[targets[k]]} (p={probs[k, targets[k]]:.2f})"
+        # The colour scale saturates at the 99.5th percentile of |attribution|: gradient maps
+        # have a few extreme samples that would otherwise leave the rest of the record white.
+        vmax = float(np.percentile(np.abs(a[k]), 99.5)) or None
+        fig = plots.ecg_paper(raw[k], fs, leads=leads, attribution=a[k], title=title,
+                              signed=method.signed, vmax=vmax,
+                              layout=str(node.get("layout", "12x1")))  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+    if isinstance(method, Attention) and is_signal:
+        maps = {k: v[0].numpy() for k, v in method.maps(x[:1]).items()}
+        for level, fig in plots.attention_maps(maps["beat"], maps["rhythm"], maps["channel"],
+                                               raw[0], fs, leads=leads).items():  # fmt: skip
+            result.files.append(plots.save(fig, out_dir / f"attention_{level}_{ids[0]}.png"))
+
+    if is_signal and node.get("population", True):
+        shares = lead_shares(a)
+        matrix, present = population_matrix(shares, targets.numpy(), len(names))
+        fig = plots.heatmap(matrix, [names[c] for c in present], leads, average_row=True,
+                            title=f"{name}: share of |attribution| per lead, by class",
+                            cbar_label="share of |attribution|")  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / "population_class_x_lead.png"))
+    if is_signal and node.get("glocal", True):
+        result.metrics.update(_glocal(a, raw, fs, leads, name, out_dir, result.files))
+    if node.get("faithfulness", True):
+        steps = int(node.get("faithfulness_steps", 20))
+        options = {"steps": steps, "unit": "segment", "segment": max(1, x.shape[-1] // 50),
+                   "task": "multiclass" if task == "multiclass" else "multilabel"}  # fmt: skip
+        if x.ndim != 3:
+            options = {"steps": steps, "task": options["task"]}
+        curves = deletion_insertion(net, x, targets, attributions, **options)
+        chance = random_baseline_curves(net, x, targets, seed=seed, **options)
+        result.metrics.update(curves.metrics(""))
+        result.metrics.update(chance.metrics("random_"))
+        fig = plots.curves(curves.fractions, {f"{name} deletion": curves.deletion.mean(0),
+                                              f"{name} insertion": curves.insertion.mean(0),
+                                              "random deletion": chance.deletion.mean(0),
+                                              "random insertion": chance.insertion.mean(0)},
+                           xlabel="fraction of input removed / inserted",
+                           ylabel="class score", title=f"{name}: deletion and insertion")  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / "deletion_insertion.png"))
+    return result
+
+
+def _glocal(
+    a: np.ndarray, raw: np.ndarray, fs: float, leads: list[str], name: str, out_dir: Path,
+    files: list[Path],
+) -> dict[str, float]:  # fmt: skip
+    from ecgx.explain import plots
+    from ecgx.explain.delineation import SEGMENTS, delineate
+    from ecgx.explain.segments import mean_segment_attribution, segment_attribution
+
+    masks = np.stack([delineate(r, fs).mask(r.shape[-1]) for r in raw])
+    per_record = segment_attribution(np.abs(a), masks)
+    matrix = mean_segment_attribution(per_record)
+    fig = plots.heatmap(matrix, leads, list(SEGMENTS), title=f"{name}: mean |attribution| per "
+                        "lead and waveform segment", cbar_label="mean |attribution|")  # fmt: skip
+    files.append(plots.save(fig, out_dir / "glocal_lead_x_segment.png"))
+    # Share of the attribution mass on each segment (all leads), for comparing explainers.
+    mass = np.nansum(np.abs(a)[:, :, None, :] * masks[:, None, :, :], axis=(0, 1, 3))
+    total = mass.sum()
+    return {f"segment_share_{s}": float(m / total) if total else float("nan")
+            for s, m in zip(SEGMENTS, mass, strict=True)}  # fmt: skip
+
+
+def log_explanation(client: Any, run_id: str, result: Explanation) -> None:
+    """Files under ``explain/<name>/``, scalars as ``explain/<name>/<metric>``."""
+    from ecgx.tracking.mlflow_run import log_file
+
+    for path in result.files:
+        log_file(client, run_id, path, f"explain/{result.name}")
+    for key, value in result.metrics.items():
+        if np.isfinite(value):
+            client.log_metric(run_id, f"explain/{result.name}/{key}", float(value))
+
+
+def explain_and_log(
+    node: DictConfig,
+    net: nn.Module,
+    datamodule: Any,
+    task: str,
+    client: Any = None,
+    run_id: str | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+) -> Explanation:
+    """:func:`explain`, then log to the MLflow run (if given) and/or keep files in ``out_dir``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = explain(node, net, datamodule, task, out_dir or tmp, seed)
+        if client is not None and run_id is not None:
+            log_explanation(client, run_id, result)
+    log.info("explainer %s: %s", result.name, {k: round(v, 4) for k, v in result.metrics.items()})
+    return result

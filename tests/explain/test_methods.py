@@ -1,0 +1,194 @@
+"""Every attribution method: shapes, completeness, sanity, support, and a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ecgx.errors import ConfigValueError
+from ecgx.explain import methods as M
+from ecgx.models.catalog import build, model_names
+
+ALL = [M.Saliency, M.InputXGradient, M.IntegratedGradients, M.DeepLift, M.GradientShap,
+       M.DeepLiftShap, M.Occlusion, M.GuidedBackprop, M.GradCAM, M.GuidedGradCAM]  # fmt: skip
+
+
+def _input(model: nn.Module, batch: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    leads, samples = model.input_shape
+    if leads != 12:  # chart models: a small picture is enough to exercise the layers
+        return torch.rand(batch, leads, 64 * 64, generator=g)
+    length = {"ecgnet": 1000, "imle_net": 1000, "mousavi": 1000, "rajpurkar": 1000}
+    return torch.randn(batch, leads, length.get(type(model).__module__.split(".")[-1], 250),
+                       generator=g)  # fmt: skip
+
+
+def _model(name: str, **kw: object) -> nn.Module:
+    torch.manual_seed(0)
+    model = build(name, num_classes=3, **kw).eval()
+    if model.input_shape[0] != 12:
+        model = build(name, num_classes=3, image_size=(64, 64)).eval()
+    return model
+
+
+@pytest.mark.parametrize("method", ALL, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("name", ["compact_resnet", "xai_lenet"])
+def test_every_method_gives_a_finite_informative_map(name: str, method: type) -> None:
+    model = _model(name)
+    x = _input(model)
+    explainer = method(model)
+    explainer.set_background(_input(model, batch=4, seed=1))
+    a = explainer.attribute(x, torch.tensor([0, 1, 2]))
+    assert a.shape == x.shape
+    assert torch.isfinite(a).all()
+    assert a.std() > 0  # not constant
+    if method is M.GradCAM:
+        assert (a >= 0).all()  # ReLU'd class activation map
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_saliency_and_grad_cam_work_on_every_model(name: str) -> None:
+    """Grad-CAM finds every model's declared target layer; saliency reaches every input."""
+    model = _model(name)
+    x = _input(model, batch=2)
+    a = M.Saliency(model).attribute(x, 1)
+    assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
+    # Grad-CAM keeps positive evidence only; an untrained model may have none for a class.
+    cams = [M.GradCAM(model).attribute(x, c) for c in range(3)]
+    assert all(c.shape == x.shape and torch.isfinite(c).all() for c in cams)
+    assert sum(float(c.sum()) for c in cams) > 0
+
+
+def test_lrp_on_lenet_conserves_relevance_and_refuses_residual_models() -> None:
+    model = _model("xai_lenet")
+    x = _input(model)
+    a = M.LRP(model, epsilon=1e-9).attribute(x, 1)
+    assert a.shape == x.shape and a.std() > 0
+    # The epsilon rule conserves relevance up to the biases it absorbs: sum ≈ logit.
+    logit = model(x)[:, 1].detach()
+    assert torch.corrcoef(torch.stack([a.sum((1, 2)), logit]))[0, 1] > 0.9
+    with pytest.raises(M.UnsupportedModelError, match="residual"):
+        M.LRP(_model("compact_resnet")).attribute(x, 1)
+
+
+def test_modified_backward_methods_refuse_functional_relus() -> None:
+    model = _model("rajpurkar")
+    x = _input(model, batch=2)
+    assert M.relu_usage(model, x)["functional"] > 0
+    for method in (M.DeepLift, M.GuidedBackprop, M.GuidedGradCAM):
+        with pytest.raises(M.UnsupportedModelError, match="Rajpurkar"):
+            method(model).attribute(x, 0)
+    assert M.relu_usage(_model("xai_lenet"), _input(_model("xai_lenet"))) == {
+        "functional": 0, "reused": 0,
+    }  # fmt: skip
+
+
+def test_attention_is_imle_net_only_and_normalised() -> None:
+    model = _model("imle_net")
+    x = _input(model, batch=2)
+    a = M.Attention(model).attribute(x, 0)
+    assert a.shape == x.shape
+    assert torch.allclose(a.amin((1, 2)), torch.zeros(2)) and torch.allclose(
+        a.amax((1, 2)), torch.ones(2)
+    )
+    with pytest.raises(M.UnsupportedModelError, match="imle_net"):
+        M.Attention(_model("xai_lenet")).attribute(_input(_model("xai_lenet")), 0)
+
+
+def test_background_methods_need_a_background() -> None:
+    model = _model("xai_lenet")
+    with pytest.raises(ConfigValueError, match="background"):
+        M.GradientShap(model).attribute(_input(model), 0)
+
+
+def test_integrated_gradients_is_complete() -> None:
+    """Sum of attributions = F(x) − F(baseline) (IG's completeness axiom), in float64."""
+    model = _model("compact_resnet").double()
+    x = _input(model).double()
+    ig = M.IntegratedGradients(model, n_steps=300)
+    a = ig.attribute(x, 2)
+    with torch.no_grad():
+        gap = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    np.testing.assert_allclose(a.sum((1, 2)).numpy(), gap.numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_deeplift_sums_to_delta() -> None:
+    model = _model("xai_lenet").double()
+    x = _input(model).double()
+    a = M.DeepLift(model).attribute(x, 1)
+    with torch.no_grad():
+        gap = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
+    np.testing.assert_allclose(a.sum((1, 2)).numpy(), gap.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_of_whole_leads_is_constant_within_a_lead() -> None:
+    model = _model("xai_lenet")
+    a = M.Occlusion(model, mode="lead").attribute(_input(model), 0)
+    assert torch.allclose(a, a[:, :, :1].expand_as(a))
+    with pytest.raises(ConfigValueError, match="occlusion mode"):
+        M.Occlusion(model, mode="beats")
+
+
+# -- a model trained on a class defined by a known segment in known leads --------------------
+
+LEADS_ON, WINDOW = (6, 7, 8), slice(120, 150)  # V1–V3, samples 120..149 of 250
+
+
+def _known_segment_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 * torch.randn(n, 12, 250, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    bump = torch.hann_window(30, periodic=False) * 1.5
+    for lead in LEADS_ON:
+        x[y == 1, lead, WINDOW] += bump
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained_lenet() -> nn.Module:
+    torch.manual_seed(0)
+    model = build("xai_lenet", num_classes=2)
+    x, y = _known_segment_data(256, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(60):
+        batch = slice((step * 32) % 256, (step * 32) % 256 + 32)
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt = _known_segment_data(64, 1)
+    with torch.no_grad():
+        assert (model(xt).argmax(1) == yt).float().mean() > 0.95  # it learned the bump
+    return model
+
+
+def test_saliency_finds_the_segment_that_defines_the_class(trained_lenet) -> None:
+    x, y = _known_segment_data(32, 2)
+    x = x[y == 1]
+    a = M.Saliency(trained_lenet, abs=True).attribute(x, 1)
+    inside = torch.zeros(12, 250, dtype=torch.bool)
+    for lead in LEADS_ON:
+        inside[lead, WINDOW] = True
+    density_in = a[:, inside].mean()
+    density_out = a[:, ~inside].mean()
+    assert density_in > 3 * density_out
+
+
+def test_attributions_change_when_the_weights_are_randomised(trained_lenet) -> None:
+    """Adebayo et al.'s model-randomisation check: an explanation that survives randomising
+    the weights explains the input, not the model."""
+    import copy
+
+    x, _ = _known_segment_data(16, 3)
+    trained = M.Saliency(trained_lenet, abs=True).attribute(x, 1)
+    randomised = copy.deepcopy(trained_lenet)
+    torch.manual_seed(123)
+    for module in randomised.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    shuffled = M.Saliency(randomised.eval(), abs=True).attribute(x, 1)
+    r = torch.corrcoef(torch.stack([trained.flatten(), shuffled.flatten()]))[0, 1]
+    assert r < 0.5

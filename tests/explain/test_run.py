@@ -1,0 +1,64 @@
+"""The explainer run: aggregation, training-time explanation and ``ecgx explain``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ecgx.errors import ConfigValueError
+from ecgx.explain.command import explain_run
+from ecgx.explain.run import lead_shares, pick_targets, population_matrix
+from ecgx.train import train
+
+
+def test_lead_shares_and_population_by_class() -> None:
+    a = np.zeros((3, 2, 4))
+    a[0, 0] = [1, -1, 0, 0]  # record 0: all on lead 0
+    a[1, :, 0] = [1, 3]  # record 1: 1/4 on lead 0, 3/4 on lead 1
+    a[2, 1, 2] = -5  # record 2: all on lead 1
+    shares = lead_shares(a)
+    np.testing.assert_allclose(shares, [[1, 0], [0.25, 0.75], [0, 1]])
+    matrix, present = population_matrix(shares, np.array([2, 2, 0]), num_classes=3)
+    assert present == [0, 2]
+    np.testing.assert_allclose(matrix, [[0, 1], [0.625, 0.375]])
+    assert lead_shares(np.zeros((1, 2, 3))).sum() == 0  # no attribution: no share, no NaN
+
+
+def test_pick_targets() -> None:
+    probs = torch.tensor([[0.1, 0.9], [0.8, 0.3]])
+    truth = torch.tensor([[1, 0], [0, 0]])
+    assert pick_targets(probs, truth, "predicted", ["A", "B"]).tolist() == [1, 0]
+    assert pick_targets(probs, truth, "true", ["A", "B"]).tolist() == [0, 0]  # none: predicted
+    assert pick_targets(probs, truth, "B", ["A", "B"]).tolist() == [1, 1]
+    with pytest.raises(ConfigValueError, match="explainer.target"):
+        pick_targets(probs, truth, "C", ["A", "B"])
+
+
+@pytest.mark.slow
+def test_train_explains_at_the_end_and_ecgx_explain_adds_to_the_run(compose_train) -> None:
+    cfg = compose_train("debug=smoke", "experiment_name=explain-test", "explainer=saliency",
+                        "explainer.records=6", "explainer.plots=1")  # fmt: skip
+    metrics = train(cfg)
+    assert 0 <= metrics["explain/saliency/deletion_auc"] <= 1
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("explain-test").experiment_id])
+    run_id = run.info.run_id
+    logged = {a.path for a in client.list_artifacts(run_id, "explain/saliency")}
+    for name in ("attributions.npz", "population_class_x_lead.png", "glocal_lead_x_segment.png",
+                 "deletion_insertion.png"):  # fmt: skip
+        assert f"explain/saliency/{name}" in logged, name
+    assert sum(p.endswith(".png") and "/record_" in p for p in logged) == 1
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "segment_share_QRS"):
+        assert f"explain/saliency/{key}" in run.data.metrics, key
+
+    explain_cfg = compose_train(f"run_id={run_id}", "explainer=grad_cam", "explainer.records=4",
+                                "explainer.plots=0", config="explain")  # fmt: skip
+    result = explain_run(explain_cfg)
+    assert result.attributions.shape == (4, 12, 1000)  # 10 s at 100 Hz
+    assert (result.attributions >= 0).all()
+    ids = client.get_run(run_id).data.metrics
+    assert "explain/grad_cam/insertion_auc" in ids
+    with pytest.raises(ConfigValueError, match="lrp does not support CompactResNet1d"):
+        explain_run(compose_train(f"run_id={run_id}", "explainer=lrp", config="explain"))
