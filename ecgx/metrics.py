@@ -338,3 +338,98 @@ def bootstrap_ci(
         return BootstrapCI(point, float("nan"), float("nan"), 0, n_resamples)
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return BootstrapCI(point, float(low), float(high), len(stats), n_resamples)
+
+
+#: metrics given a bootstrap interval at test time (when present for the task)
+BOOTSTRAPPED = ("macro_auroc", "macro_auprc", "fmax_ptbxl", "macro_f1_tuned", "macro_f1",
+                "accuracy", "challenge_score", "r2", "mae")  # fmt: skip
+
+
+def evaluate_split(
+    task: str,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    names: list[str],
+    thresholds: np.ndarray | None = None,
+    challenge_edition: int | None = None,
+) -> dict[str, float]:
+    """Every scalar metric of one evaluated split, unprefixed (``macro_auroc``, ``fmax_ptbxl``,
+    ``f1_tuned_<class>``, ...): what ``ecgx train`` / ``ecgx eval`` log for val and test.
+
+    Multi-label: macro/micro AUROC and AUPRC and per-class AUROC/AUPRC, macro F1 at 0.5 (and at
+    ``thresholds`` tuned on validation, CPSC seed), IMLE-Net's mean accuracy and sample F_max,
+    the PTB-XL benchmark's F_max, and with ``challenge_edition`` the PhysioNet/CinC challenge
+    score with Fβ/Gβ (β = 2) on the SE-ResNet seed's decisions. Single-label: macro F1,
+    accuracy, macro AUROC (one-vs-rest) and per-class F1/AUROC. Regression: MAE and R².
+    """
+    probs, targets = np.asarray(probs, dtype=float), np.asarray(targets)
+    if task == "regression":
+        return regression_metrics(torch.as_tensor(probs), torch.as_tensor(targets), names)
+    if task == "multiclass":
+        out = multiclass_metrics(targets.argmax(1), probs, names)
+        out.pop("confusion_matrix")
+        return {k: float(v) for k, v in out.items()}
+    ranking = ranking_metrics(targets, probs, names)
+    out = {k: float(ranking[k]) for k in ("macro_auroc", "micro_auroc", "macro_auprc",
+                                          "micro_auprc")}  # fmt: skip
+    for name, auroc, auprc in zip(names, ranking["auroc_per_class"], ranking["auprc_per_class"]):
+        out[f"auroc_{name}"] = float(auroc)
+        out[f"auprc_{name}"] = float(auprc)
+    out["macro_f1"] = float(f1_at_thresholds(targets, probs, 0.5)["macro_f1"])
+    out["mean_accuracy"] = mean_accuracy(targets, probs)
+    out["fmax_sample"] = fmax_samples(targets, probs)
+    out["fmax_ptbxl"] = fmax_ptbxl(targets, probs)
+    if thresholds is not None:
+        tuned = f1_at_thresholds(targets, probs, thresholds)
+        out["macro_f1_tuned"] = tuned["macro_f1"]
+        for name, f1, t in zip(names, tuned["f1"], thresholds):
+            out[f"f1_tuned_{name}"] = float(f1)
+            out[f"threshold_{name}"] = float(t)
+    if challenge_edition is not None:
+        from ecgx.challenge import beta_measures, challenge_decisions, challenge_score
+
+        decisions = challenge_decisions(probs)
+        out["challenge_score"] = challenge_score(targets, decisions, names, challenge_edition)
+        beta = beta_measures(targets, decisions, names, challenge_edition)
+        out["f_beta"], out["g_beta"] = float(beta["f_beta"]), float(beta["g_beta"])
+    return out
+
+
+def bootstrap_intervals(
+    task: str,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    names: list[str],
+    n_resamples: int,
+    seed: int = 0,
+    thresholds: np.ndarray | None = None,
+    challenge_edition: int | None = None,
+) -> dict[str, float]:
+    """``<metric>_ci_low`` / ``<metric>_ci_high`` (95 %) for the :data:`BOOTSTRAPPED` metrics.
+
+    One resampling of the records serves every metric (as the PTB-XL benchmark's protocol);
+    resamples where a metric is undefined are skipped for that metric only.
+    """
+    probs, targets = np.asarray(probs, dtype=float), np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(probs), len(probs)) for _ in range(n_resamples)]
+    values: dict[str, list[float]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet = logging.getLogger(__name__)
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # undefined classes in resamples are expected, not news
+        try:
+            for idx in draws:
+                m = evaluate_split(task, probs[idx], targets[idx], names, thresholds,
+                                   challenge_edition)  # fmt: skip
+                for key in BOOTSTRAPPED:
+                    if key in m and np.isfinite(m[key]):
+                        values.setdefault(key, []).append(m[key])
+        finally:
+            quiet.setLevel(level)
+    out = {}
+    for key, vals in values.items():
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (float(q) for q in
+                                                        np.quantile(vals, [0.025, 0.975]))  # fmt: skip
+    return out

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 
 from ecgx.errors import ConfigValueError
-from ecgx.metrics import multilabel_metrics, regression_metrics
+from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.base import head_parameter_names
 
 TASKS = ("multilabel", "multiclass", "regression")
@@ -42,6 +43,9 @@ class ECGClassifier(L.LightningModule):
         task: str = "multilabel",
         compile: bool = False,
         train_head_only: bool = False,
+        tune_thresholds: bool = True,
+        bootstrap_resamples: int = 200,
+        challenge_edition: int | None = None,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -63,6 +67,11 @@ class ECGClassifier(L.LightningModule):
         self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.record_index = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.tune_thresholds = tune_thresholds
+        self.bootstrap_resamples = int(bootstrap_resamples)
+        self.challenge_edition = challenge_edition
+        #: per-class thresholds tuned on validation for the weights being tested
+        self.thresholds: np.ndarray | None = None
         #: (probabilities, targets, cache row of each record) of the last test epoch
         self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -107,12 +116,39 @@ class ECGClassifier(L.LightningModule):
         rows = self.record_index[stage].compute()
         for metric in (self.preds, self.targets, self.record_index):
             metric[stage].reset()
-        metrics = split_metrics(self.task, probs, targets, self.class_names)
+        thresholds = self.thresholds if stage == "test" else None
+        args = (self.task, probs.cpu().numpy(), targets.cpu().numpy(), self.class_names)
+        metrics = evaluate_split(*args, thresholds=thresholds,
+                                 challenge_edition=self.challenge_edition)  # fmt: skip
+        if stage == "test" and self.bootstrap_resamples > 0:
+            metrics.update(bootstrap_intervals(*args, n_resamples=self.bootstrap_resamples,
+                                               thresholds=thresholds,
+                                               challenge_edition=self.challenge_edition))  # fmt: skip
         headline = HEADLINE[self.task]
         self.log(f"{stage}/{headline}", metrics.pop(headline), prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
             self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
+
+    def on_test_start(self) -> None:
+        """Tune per-class thresholds on the validation split with the weights under test.
+
+        Run here rather than kept from training: the tested checkpoint is the best one, not
+        necessarily the last validated. Every rank predicts the whole (small) validation split
+        itself, so no gathering is needed.
+        """
+        self.thresholds = None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.task != "multilabel" or not self.tune_thresholds or datamodule is None:
+            return
+        probs, targets = [], []
+        with torch.no_grad():
+            for batch in datamodule.val_dataloader():
+                probs.append(self.outputs(self(batch["signal"].to(self.device))).cpu())
+                targets.append(batch["target"])
+        if probs:
+            self.thresholds = tune_thresholds(torch.cat(targets).numpy(),
+                                              torch.cat(probs).numpy())  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -134,18 +170,6 @@ class ECGClassifier(L.LightningModule):
 
 
 HEADLINE = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
-
-
-def split_metrics(
-    task: str, probs: torch.Tensor, targets: torch.Tensor, names: list[str]
-) -> dict[str, float]:
-    """The metrics of one evaluated split for a task (unprefixed names, e.g. ``macro_auroc``)."""
-    if task == "regression":
-        return regression_metrics(probs, targets, names)
-    metrics = multilabel_metrics(probs, targets, names)
-    if task == "multiclass":
-        metrics["accuracy"] = float((probs.argmax(1) == targets.argmax(1)).float().mean())
-    return metrics
 
 
 def _freeze_all_but_head(net: nn.Module) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.models.classical import FeatureClassifier
-from ecgx.module import HEADLINE, load_pretrained, split_metrics
+from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
+from ecgx.module import HEADLINE, load_pretrained
 from ecgx.tracking.callbacks import log_test_predictions
 from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
 
@@ -156,8 +156,16 @@ def _fit_and_test_classical(
     stages = ("val", "test") if cfg.get("test", True) else ("val",)
     for stage in stages:
         probs[stage] = model.predict_proba(feats[stage], task)
-        values = split_metrics(task, torch.from_numpy(probs[stage]).float(),
-                               torch.from_numpy(truth[stage]), names)  # fmt: skip
+    # The seed's protocol (B5): per-class thresholds tuned on validation, applied to test.
+    thresholds = tune_thresholds(truth["val"], probs["val"]) if task == "multilabel" else None
+    edition = cfg.module.get("challenge_edition")
+    for stage in stages:
+        args = (task, probs[stage], truth[stage], names)
+        values = evaluate_split(*args, thresholds=thresholds if stage == "test" else None,
+                                challenge_edition=edition)  # fmt: skip
+        if stage == "test" and cfg.module.get("bootstrap_resamples", 0) > 0:
+            values.update(bootstrap_intervals(*args, n_resamples=cfg.module.bootstrap_resamples,
+                                              thresholds=thresholds, challenge_edition=edition))
         metrics.update({f"{stage}/{k}": v for k, v in values.items()})
     if logger is not None:
         _log_data(logger, datamodule)

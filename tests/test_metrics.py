@@ -233,3 +233,27 @@ def test_bootstrap_skips_undefined_resamples(caplog) -> None:
 
     ci2 = M.bootstrap_ci(strict_auroc, y, p, 300, seed=0)
     assert ci2.n_used == ci.n_used
+
+
+def test_evaluate_split_names_every_seed_metric_and_the_challenge_score() -> None:
+    from ecgx.challenge import challenge_score
+    from ecgx.metrics import bootstrap_intervals, evaluate_split, fmax_ptbxl, tune_thresholds
+
+    rng = np.random.default_rng(0)
+    names = ["426783006", "164889003", "270492004"]  # SR, AF, IAVB (2021 scored codes)
+    y = (rng.random((120, 3)) < 0.4).astype(int)
+    p = np.clip(0.5 * y + 0.6 * rng.random((120, 3)), 0, 1)
+    t = tune_thresholds(y, p)
+    m = evaluate_split("multilabel", p, y, names, thresholds=t, challenge_edition=2021)
+    assert m["fmax_ptbxl"] == pytest.approx(fmax_ptbxl(y, p))
+    assert m["threshold_164889003"] == pytest.approx(t[1])
+    decisions = p >= 0.5
+    decisions[np.arange(120), p.argmax(1)] = True
+    assert m["challenge_score"] == pytest.approx(challenge_score(y, decisions, names, 2021))
+    assert {"f_beta", "g_beta", "macro_f1_tuned", "mean_accuracy", "auprc_426783006"} <= set(m)
+    ci = bootstrap_intervals("multilabel", p, y, names, n_resamples=50, seed=1, thresholds=t)
+    assert ci == bootstrap_intervals("multilabel", p, y, names, n_resamples=50, seed=1,
+                                     thresholds=t)  # fmt: skip
+    assert ci["macro_auroc_ci_low"] < m["macro_auroc"] < ci["macro_auroc_ci_high"]
+    single = evaluate_split("multiclass", p, np.eye(3)[p.argmax(1)], names)
+    assert single["accuracy"] == 1.0 and "f1_426783006" in single

@@ -33,6 +33,11 @@ def test_smoke_run_logs_config_metrics_and_artifacts(compose_train, tmp_path) ->
                 "val/macro_auroc", "train/loss"):  # fmt: skip
         assert key in run.data.metrics, key
     assert run.data.metrics["test/macro_auroc"] == pytest.approx(metrics["test/macro_auroc"])
+    m = run.data.metrics
+    for key in ("test/fmax_ptbxl", "test/fmax_sample", "test/mean_accuracy", "test/macro_auprc",
+                "test/macro_f1_tuned", "test/threshold_NORM", "test/f1_tuned_MI"):  # fmt: skip
+        assert key in m, key
+    assert m["test/macro_auroc_ci_low"] <= m["test/macro_auroc"] <= m["test/macro_auroc_ci_high"]
     assert len(run.data.tags["ecgx.config_hash"]) == 16
     assert "ecgx.sweep_id" not in run.data.tags  # a single run belongs to no sweep
 
