@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ecgx.errors import ConfigValueError, MissingPathError
-from ecgx.models.classical import FeatureClassifier
 from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
+from ecgx.models.classical import FeatureClassifier
 from ecgx.module import HEADLINE, load_pretrained
 from ecgx.tracking.callbacks import log_test_predictions
 from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
@@ -118,7 +118,8 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in results[0].items()})
         if logger is not None:
             _log_checkpoint(logger, best)
-    if (cfg.get("explainer") or {}).get("method") and trainer.is_global_zero:
+    explainer = cfg.get("explainer") or {}
+    if (explainer.get("method") or explainer.get("concepts")) and trainer.is_global_zero:
         # After trainer.test the module holds the best checkpoint's weights (ckpt_path=best).
         from ecgx.explain.run import explain_and_log
 

@@ -60,5 +60,15 @@ def test_train_explains_at_the_end_and_ecgx_explain_adds_to_the_run(compose_trai
     assert (result.attributions >= 0).all()
     ids = client.get_run(run_id).data.metrics
     assert "explain/grad_cam/insertion_auc" in ids
+    tcav = explain_run(compose_train(f"run_id={run_id}", "explainer=tcav",
+                                     "explainer.target=NORM", "explainer.n_random_sets=3",
+                                     "explainer.records=8", "explainer.concepts.wide_qrs.value=80",
+                                     "explainer.concept_size=10", "explainer.random_pool=40",
+                                     config="explain"))  # fmt: skip
+    for concept in ("wide_qrs", "old_age"):
+        assert 0 <= tcav.metrics[f"{concept}/stages/score"] <= 1
+        assert 0 <= tcav.metrics[f"{concept}/stages/p_value"] <= 1
+    logged = {a.path for a in client.list_artifacts(run_id, "explain/tcav")}
+    assert {"explain/tcav/tcav.csv", "explain/tcav/tcav_scores.png"} <= logged
     with pytest.raises(ConfigValueError, match="lrp does not support CompactResNet1d"):
         explain_run(compose_train(f"run_id={run_id}", "explainer=lrp", config="explain"))
