@@ -125,7 +125,10 @@ def test_debug_smoke_limits_batches(compose_train) -> None:
 def test_experiments_compose(compose_train, name: str) -> None:
     cfg = compose_train(f"+experiment={name}")
     assert cfg.experiment_name
-    instantiate(cfg.model, in_channels=12, num_classes=5)
+    # The leads the experiment's transform gives the model: 3 (RGB) for a chart, else 12.
+    offline = [t._target_ for t in cfg.transform.get("offline") or []]
+    leads = 3 if "ecgx.data.chart.ChartImage" in offline else 12
+    instantiate(cfg.model, in_channels=leads, num_classes=5)
 
 
 def test_default_tracking_uri_is_the_project_db(compose_train, monkeypatch) -> None:

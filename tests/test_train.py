@@ -142,3 +142,31 @@ def test_ddp_sim_logs_one_run_with_its_artifacts(compose_train) -> None:
               for a in client.list_artifacts(run.info.run_id, folder)}  # fmt: skip
     assert "plots/roc_test.png" in logged and "predictions/test_predictions.csv" in logged
     assert any(p.endswith(".ckpt") for p in logged)
+
+
+@pytest.mark.slow
+def test_two_stage_fine_tuning_of_a_chart_model(compose_train) -> None:
+    """Stage 1 trains the head of a 2D model on rendered charts; stage 2 starts from it."""
+    import torch
+
+    chart = ["model=mobilenetv3_small", "transform=chart_layout1", "transform.offline.0.dpi=60",
+             "transform.offline.0.size=[64,64]", "model.image_size=[64,64]", "debug=smoke"]  # fmt: skip
+    stage1 = compose_train(*chart, "module.train_head_only=true", "experiment_name=two-stage")
+    train(stage1)
+    client = MlflowClient(stage1.tracking_uri)
+    exp = client.get_experiment_by_name("two-stage")
+    (first,) = client.search_runs([exp.experiment_id])
+    ckpt = [a.path for a in client.list_artifacts(first.info.run_id, "checkpoints")][0]
+    state = torch.load(client.download_artifacts(first.info.run_id, ckpt), weights_only=True)
+    torch.manual_seed(0)  # the seed train() used: the backbone must still be at its init
+    from ecgx.models.catalog import build
+
+    init = build("mobilenetv3_small", in_channels=3, num_classes=5, image_size=(64, 64))
+    trained = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
+    assert torch.equal(trained["features.0.0.weight"], init.state_dict()["features.0.0.weight"])
+    assert not torch.equal(trained["classifier.3.weight"], init.state_dict()["classifier.3.weight"])
+
+    stage2 = compose_train(*chart, f"init_from={first.info.run_id}", "experiment_name=two-stage")
+    metrics = train(stage2)
+    assert 0 <= metrics["test/macro_auroc"] <= 1
+    assert len(client.search_runs([exp.experiment_id])) == 2
