@@ -165,8 +165,14 @@ def _fit_and_test_classical(
         values = evaluate_split(*args, thresholds=thresholds if stage == "test" else None,
                                 challenge_edition=edition)  # fmt: skip
         if stage == "test" and cfg.module.get("bootstrap_resamples", 0) > 0:
-            values.update(bootstrap_intervals(*args, n_resamples=cfg.module.bootstrap_resamples,
-                                              thresholds=thresholds, challenge_edition=edition))
+            values.update(
+                bootstrap_intervals(
+                    *args,
+                    n_resamples=cfg.module.bootstrap_resamples,
+                    thresholds=thresholds,
+                    challenge_edition=edition,
+                )
+            )
         metrics.update({f"{stage}/{k}": v for k, v in values.items()})
     if logger is not None:
         _log_data(logger, datamodule)
