@@ -166,7 +166,27 @@ def test_two_stage_fine_tuning_of_a_chart_model(compose_train) -> None:
     assert torch.equal(trained["features.0.0.weight"], init.state_dict()["features.0.0.weight"])
     assert not torch.equal(trained["classifier.3.weight"], init.state_dict()["classifier.3.weight"])
 
-    stage2 = compose_train(*chart, f"init_from={first.info.run_id}", "experiment_name=two-stage")
+    stage2 = compose_train(
+        *chart,
+        f"init_from={first.info.run_id}",
+        "experiment_name=two-stage",
+        "explainer=saliency",
+        "explainer.method.abs=true",
+        "explainer.records=4",
+        "explainer.plots=1",
+    )
     metrics = train(stage2)
     assert 0 <= metrics["test/macro_auroc"] <= 1
-    assert len(client.search_runs([exp.experiment_id])) == 2
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2
+    # Chart explanations: the picture with its map, and the map projected onto lead x time.
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "explain/saliency")}
+    assert "explain/saliency/population_class_x_lead.png" in logged
+    assert sum("/record_" in p for p in logged) == 1
+    npz = client.download_artifacts(runs[0].info.run_id,
+                                    "explain/saliency/projected_lead_time.npz")  # fmt: skip
+    import numpy as np
+
+    projected = np.load(npz)["attributions"]
+    assert projected.shape == (4, 12, 1000)  # 10 s at 100 Hz, canonical leads
+    assert (projected >= 0).all() and projected.sum() > 0

@@ -737,6 +737,48 @@ def attention_maps(
 # --------------------------------------------------------------------------------------------
 
 
+def image_overlay(
+    image: np.ndarray,
+    attribution: np.ndarray,
+    *,
+    title: str | None = None,
+    signed: bool | None = None,
+    alpha: float = 0.5,
+    vmax: float | None = None,
+) -> Figure:
+    """A chart picture (C, H, W) in [0, 1] with a per-pixel attribution (H, W) on top.
+
+    The attribution is drawn with the same colour rules as :func:`ecg_paper` (diverging when
+    signed), transparent where it is 0, so the chart stays readable under it.
+    """
+    img = np.asarray(image, dtype=float)
+    img = img.transpose(1, 2, 0) if img.ndim == 3 else img
+    a = np.asarray(attribution, dtype=float)
+    if a.shape != img.shape[:2]:
+        raise ValueError(f"attribution {a.shape} does not match the picture {img.shape[:2]}")
+    is_signed = _is_signed(a, signed)
+    norm = _norm(a, is_signed, vmax)
+    cmap = matplotlib.colormaps[SIGNED_CMAP if is_signed else UNSIGNED_CMAP]
+    rgba = cmap(norm(a))
+    weight = np.abs(a) / (np.abs(a).max() or 1.0)
+    rgba[..., 3] = alpha * np.clip(weight / (np.quantile(weight, 0.99) or 1.0), 0, 1)
+    h, w = a.shape
+    width = 7.0
+    fig = Figure(figsize=(width + 1.2, width * h / w + (0.6 if title else 0.2)),
+                 layout="constrained")  # fmt: skip
+    ax = fig.add_subplot()
+    ax.imshow(img if img.ndim == 3 and img.shape[2] == 3 else img.squeeze(), cmap="gray",
+              vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(textwrap.fill(title, 90), fontsize=_FONT)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8)
+    bar.set_label("Attribution (signed)" if is_signed else "Attribution", fontsize=_FONT)
+    bar.ax.tick_params(labelsize=_SMALL)
+    return fig
+
+
 def save(fig: Figure, path: str | Path, dpi: float = 150) -> Path:
     """Write ``fig`` (PNG unless the suffix says otherwise) at ``dpi``, then close it.
 

@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from ecgx.data.record import LEADS
 from ecgx.errors import ConfigValueError
 from ecgx.explain.methods import Attention, Method
 
@@ -101,6 +102,13 @@ def _background(datamodule: Any, size: int, seed: int) -> torch.Tensor:
     return _inputs(datamodule, rows)[0]
 
 
+def _chart_transform(datamodule: Any) -> Any:
+    from ecgx.data.chart import ChartImage
+
+    offline = getattr(datamodule.transform, "offline", None) or []
+    return next((t for t in offline if isinstance(t, ChartImage)), None)
+
+
 def lead_shares(attributions: np.ndarray) -> np.ndarray:
     """(B, leads, T) -> (B, leads): each lead's share of the record's total |attribution|."""
     per_lead = np.abs(attributions).sum(-1)
@@ -154,7 +162,8 @@ def explain(
     np.savez_compressed(out_dir / "attributions.npz", record_id=np.array(ids),
                         target=targets.numpy(), attributions=a.astype(np.float32))  # fmt: skip
     result.files.append(out_dir / "attributions.npz")
-    is_signal = x.ndim == 3 and x.shape[1] == len(datamodule.cache.leads)
+    chart = _chart_transform(datamodule)
+    is_signal = chart is None and x.ndim == 3 and x.shape[1] == len(datamodule.cache.leads)
     leads = list(datamodule.cache.leads)
     fs = datamodule.cache.fs
 
@@ -170,14 +179,31 @@ def explain(
                               signed=method.signed, vmax=vmax,
                               layout=str(node.get("layout", "12x1")))  # fmt: skip
         result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+    if chart is not None:
+        # Chart models: the picture with its attribution, and the attribution summed back onto
+        # lead × time through the layout (what lead and moment each pixel draws).
+        n_samples = int(round(chart.duration * fs))
+        images = [a[k].reshape(chart.output_shape) for k in range(len(rows))]
+        projected = np.stack([chart.project(img, fs, n_samples) for img in images])
+        np.savez_compressed(out_dir / "projected_lead_time.npz", record_id=np.array(ids),
+                            attributions=projected.astype(np.float32))  # fmt: skip
+        result.files.append(out_dir / "projected_lead_time.npz")
+        for k in range(min(int(node.get("plots", 3)), len(rows))):
+            title = f"{name}: record {ids[k]}, class {names[targets[k]]}"
+            fig = plots.image_overlay(raw[k].reshape(chart.output_shape), images[k].sum(0),
+                                      title=title, signed=method.signed)  # fmt: skip
+            result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+        a_leads, leads = projected, list(LEADS)
+    else:
+        a_leads = a
     if isinstance(method, Attention) and is_signal:
         maps = {k: v[0].numpy() for k, v in method.maps(x[:1]).items()}
         for level, fig in plots.attention_maps(maps["beat"], maps["rhythm"], maps["channel"],
                                                raw[0], fs, leads=leads).items():  # fmt: skip
             result.files.append(plots.save(fig, out_dir / f"attention_{level}_{ids[0]}.png"))
 
-    if is_signal and node.get("population", True):
-        shares = lead_shares(a)
+    if (is_signal or chart is not None) and node.get("population", True):
+        shares = lead_shares(a_leads)
         matrix, present = population_matrix(shares, targets.numpy(), len(names))
         fig = plots.heatmap(matrix, [names[c] for c in present], leads, average_row=True,
                             title=f"{name}: share of |attribution| per lead, by class",
