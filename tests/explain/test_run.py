@@ -72,3 +72,25 @@ def test_train_explains_at_the_end_and_ecgx_explain_adds_to_the_run(compose_trai
     assert {"explain/tcav/tcav.csv", "explain/tcav/tcav_scores.png"} <= logged
     with pytest.raises(ConfigValueError, match="lrp does not support CompactResNet1d"):
         explain_run(compose_train(f"run_id={run_id}", "explainer=lrp", config="explain"))
+
+
+def test_imle_net_attention_run_writes_the_three_levels(compose_train, tmp_path) -> None:
+    from hydra.utils import instantiate
+
+    from ecgx.explain.run import explain
+    from ecgx.models.catalog import build
+
+    cfg = compose_train("model=imle_net", "explainer=attention", "explainer.records=3",
+                        "explainer.plots=1", "explainer.faithfulness=false")  # fmt: skip
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    net = build("imle_net", in_channels=12, num_classes=datamodule.num_classes)
+    result = explain(cfg.explainer, net, datamodule, "multilabel", tmp_path / "out")
+    names = {p.name for p in result.files}
+    rid = result.record_ids[0]
+    for level in ("beat", "rhythm", "channel"):
+        assert f"attention_{level}_{rid}.png" in names
+        assert (tmp_path / "out" / f"attention_{level}_{rid}.png").stat().st_size > 5_000
+    assert result.attributions.min() >= 0 and result.attributions.max() <= 1
+    assert "segment_share_QRS" in result.metrics and "deletion_auc" not in result.metrics
