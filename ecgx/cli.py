@@ -3,7 +3,12 @@
 ecgx train [hydra overrides]      compose conf/train.yaml, fit, test, log to MLflow
 ecgx explain run_id=<id> [explainer=<name>] [explainer.records=N]
                                   attributions, plots, faithfulness of a trained run
-ecgx compare [options]            table of runs from MLflow, grouped, mean ± std
+ecgx eval run_id=<id> [subset=test|val|train|all] [dataset=<name>] [+dataset.<key>=...]
+                                  re-test a run's best checkpoint (another dataset too);
+                                  metrics + predictions to a child MLflow run
+ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_error=skip]
+             [explainer=<name>]   class probabilities and labels of new records
+ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
 ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
 """
 
@@ -31,6 +36,16 @@ def _hydra_app(config_name: str, task: str) -> None:
 
                 explain_run(cfg)
                 return None
+            if task == "eval":
+                from ecgx.evaluate import evaluate_run
+
+                evaluate_run(cfg)
+                return None
+            if task == "predict":
+                from ecgx.predict import predict_run
+
+                predict_run(cfg)
+                return None
             from ecgx.train import train
 
             metrics = train(cfg)
@@ -50,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("ECGX_ROOT", str(project_root()))
-    if command in ("train", "explain"):
+    if command in ("train", "explain", "eval", "predict"):
         sys.argv = [f"ecgx {command}", *rest]
         _hydra_app(command, command)
     elif command == "compare":

@@ -97,6 +97,8 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
                       num_classes=datamodule.num_classes)  # fmt: skip
     if isinstance(net, FeatureClassifier):
         return _fit_and_test_classical(cfg, net, datamodule, logger)
+    if logger is not None:
+        logger.log_hyperparams(model_cost(net, datamodule))
     if cfg.get("init_from"):
         fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
         log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
@@ -188,9 +190,65 @@ def _fit_and_test_classical(
             path = Path(tmp) / "estimator.pkl"
             path.write_bytes(pickle.dumps(model))
             log_file(client, run_id, path, "model")
+            # No FLOPs or timing for scikit-learn models: their size is what compare can show.
+            logger.log_hyperparams({"cost/checkpoint_mb": path.stat().st_size / 2**20})
     log.info("val/%s = %.4f", HEADLINE[task], metrics[f"val/{HEADLINE[task]}"])
     _print_metrics(metrics, "Test metrics (fitted estimator):")
     return metrics
+
+
+def model_cost(
+    net: Any, datamodule: Any, batch_size: int = 32, budget_s: float = 2.0
+) -> dict[str, Any]:
+    """The ``cost/*`` params ``ecgx compare`` shows beside the metrics: trainable parameters,
+    forward FLOPs of one record (torch's counter, 2 per multiply-add), the size of the
+    serialised state dict, and inference time per record on the net's device (median of 3
+    no-grad forwards of a batch, after a warm-up).
+
+    The batch is 32 records, fewer for a model too slow to time 32 within ``budget_s``: cost
+    is reported, never worth slowing a training run down for. Failures are logged, not raised.
+    """
+    import io
+    import statistics
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ecgx.models.base import count_parameters
+
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    cost: dict[str, Any] = {
+        "cost/parameters": count_parameters(net),
+        "cost/checkpoint_mb": round(buffer.getbuffer().nbytes / 2**20, 4),
+    }
+    was_training = net.training
+    try:
+        record = datamodule.val_dataloader().dataset[0]["signal"].unsqueeze(0)
+        net.eval()
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as counter:
+                net(record)  # also the warm-up: a first call pays one-off setup costs
+            start = time.perf_counter()
+            net(record)
+            one = time.perf_counter() - start
+            n = max(1, min(batch_size, int(budget_s / (3 * max(one, 1e-6)))))
+            inputs = record.expand(n, *record.shape[1:]).contiguous()
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                net(inputs)
+                times.append(time.perf_counter() - start)
+        cost["cost/flops_per_sample"] = int(counter.get_total_flops())
+        cost["cost/inference_ms_per_record"] = round(1000 * statistics.median(times) / n, 4)
+        cost["cost/inference_batch"] = n
+        cost["cost/inference_device"] = str(record.device)
+    except Exception as err:  # noqa: BLE001 - a cost we cannot measure is left out
+        log.warning("model cost: FLOPs/timing not measured (%s)", err)
+    finally:
+        net.train(was_training)
+    return cost
 
 
 def _log_data(logger: Any, datamodule: Any) -> None:

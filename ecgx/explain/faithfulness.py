@@ -414,7 +414,10 @@ def sensitivity(
         uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x + (2 * uniform - 1) * (perturb_radius * _lead_scale(x))
 
-    def explain(x: Tensor, target: Any) -> Tensor:
+    def explain(x: Tensor | tuple[Tensor, ...], target: Any) -> Tensor:
+        # captum hands the inputs over as a 1-tuple; ecgx explainers take the tensor.
+        if isinstance(x, tuple):
+            return (explainer.attribute(x[0], target=target),)
         return explainer.attribute(x, target=target)
 
     values = captum_sensitivity_max(

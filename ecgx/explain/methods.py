@@ -101,6 +101,9 @@ class Method:
     signed: bool = True
     #: the method needs baselines drawn from the data (set with :meth:`set_background`)
     needs_background: bool = False
+    #: attributions scale with (input − baseline) (IG, DeepLift, SHAP, ...), not local
+    #: sensitivities (saliency, Grad-CAM): captum's infidelity perturbs them differently
+    multiplies_by_inputs: bool = False
 
     def __init__(self, model: nn.Module, batch_size: int = 32) -> None:
         self.model = model.eval()
@@ -159,12 +162,16 @@ class Saliency(Method):
 
 
 class InputXGradient(Method):
+    multiplies_by_inputs = True
+
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return attr.InputXGradient(self.model).attribute(x, target=target)
 
 
 class IntegratedGradients(Method):
     """Path integral of gradients from a baseline (``zero`` or the background's ``mean``)."""
+
+    multiplies_by_inputs = True
 
     def __init__(
         self,
@@ -195,6 +202,8 @@ class IntegratedGradients(Method):
 
 
 class DeepLift(Method):
+    multiplies_by_inputs = True
+
     def check(self, inputs: torch.Tensor) -> None:
         _require_relu_modules(self.model, inputs, self.name)
 
@@ -205,6 +214,8 @@ class DeepLift(Method):
 class GradientShap(Method):
     """Expected gradients (the CPSC seed's ``shap.GradientExplainer``): baselines drawn from a
     background set of training records, a random point on each path, gradient × difference."""
+
+    multiplies_by_inputs = True
 
     needs_background = True
 
@@ -224,6 +235,8 @@ class GradientShap(Method):
 class DeepLiftShap(Method):
     """DeepLift averaged over a background set of baselines."""
 
+    multiplies_by_inputs = True
+
     needs_background = True
 
     def __init__(self, model: nn.Module, batch_size: int = 4) -> None:
@@ -242,6 +255,8 @@ class Occlusion(Method):
     ``mode: time`` slides a window of ``window`` samples (``stride`` apart) over each lead
     (``per_lead: false`` occludes all leads at once); ``mode: lead`` removes whole leads.
     """
+
+    multiplies_by_inputs = True
 
     def __init__(
         self,
@@ -325,6 +340,8 @@ class GuidedGradCAM(GradCAM):
 class LRP(Method):
     """Layer-wise relevance propagation with the epsilon rule (ε = 1e-3, XAI4ECG's choice) on
     a copy of the model whose BatchNorms are merged into the preceding convolutions."""
+
+    multiplies_by_inputs = True
 
     def __init__(self, model: nn.Module, epsilon: float = 1e-3, batch_size: int = 32) -> None:
         super().__init__(model, batch_size)

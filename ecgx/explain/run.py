@@ -228,6 +228,22 @@ def explain(
                            xlabel="fraction of input removed / inserted",
                            ylabel="class score", title=f"{name}: deletion and insertion")  # fmt: skip
         result.files.append(plots.save(fig, out_dir / "deletion_insertion.png"))
+    if node.get("faithfulness", True) and int(node.get("sensitivity_records", 8)) > 0:
+        from ecgx.explain.faithfulness import infidelity, sensitivity
+
+        # captum's infidelity and max-sensitivity on the first records: sensitivity explains
+        # every perturbed copy again, so it costs n_perturb_samples attributions per record.
+        k = min(len(x), int(node.get("sensitivity_records", 8)))
+        task_name = "multiclass" if task == "multiclass" else "multilabel"
+        infid = infidelity(net, attributions[:k], x[:k], targets[:k], task=task_name,
+                           multiply_by_inputs=method.multiplies_by_inputs, seed=seed)  # fmt: skip
+        # One record at a time: captum's sensitivity_max re-batches the inputs without
+        # splitting a per-record target along with them.
+        sens = [sensitivity(net, method, x[i : i + 1], int(targets[i]), seed=seed,
+                            n_perturb_samples=int(node.get("sensitivity_samples", 5)))
+                for i in range(k)]  # fmt: skip
+        result.metrics["infidelity"] = float(np.mean(infid))
+        result.metrics["sensitivity_max"] = float(np.mean(sens))
     return result
 
 

@@ -50,7 +50,14 @@ def test_train_explains_at_the_end_and_ecgx_explain_adds_to_the_run(compose_trai
                  "deletion_insertion.png"):  # fmt: skip
         assert f"explain/saliency/{name}" in logged, name
     assert sum(p.endswith(".png") and "/record_" in p for p in logged) == 1
-    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "segment_share_QRS"):
+    for key in (
+        "deletion_auc",
+        "insertion_auc",
+        "random_deletion_auc",
+        "segment_share_QRS",
+        "infidelity",
+        "sensitivity_max",
+    ):
         assert f"explain/saliency/{key}" in run.data.metrics, key
 
     explain_cfg = compose_train(f"run_id={run_id}", "explainer=grad_cam", "explainer.records=4",
