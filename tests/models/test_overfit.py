@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import time
 
 import numpy as np
 import pytest
@@ -26,11 +25,11 @@ MAX_STEPS = 150
 # 2D chart models see the 16 records drawn as small charts (the seed's are 224 × 224).
 IMAGE = 64
 IMAGE_SIZES: dict[str, int] = {}
-# ConvNeXt from scratch needs a lower rate than 1e-3 and then about 50 steps at 64 × 64 (some
-# 100 s on 2 cores for Tiny, 3x that for Base); on smaller charts it does not memorise them.
-# EfficientNet-B3 takes about 60 s at 64 × 64 and over 200 s at 32 × 32 (slow depthwise
-# backward). All three build, run and get gradients in test_catalog and test_vision.
-TOO_SLOW = {"convnext_tiny", "convnext_base", "efficientnet_b3"}
+# ConvNeXt from scratch needs a lower rate than 1e-3 (the seed fine-tuned it at 3e-4..5e-4) and
+# then about 50 steps at 64 × 64: measured 270 s for Tiny on 2 cores, 3x that for Base, over
+# this suite's budget (smaller charts are not memorised). Both build, run and get gradients in
+# test_catalog and test_vision; ConvNeXt here is left to the benchmark suite.
+TOO_SLOW = {"convnext_tiny", "convnext_base"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,6 @@ def test_model_overfits_sixteen_records(name: str, sixteen, synthetic_root) -> N
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     first = last = None
-    start = time.perf_counter()
     for _ in range(MAX_STEPS):
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
@@ -97,4 +95,3 @@ def test_model_overfits_sixteen_records(name: str, sixteen, synthetic_root) -> N
         if last <= first / 10:
             break
     assert last <= first / 10, f"{name}: loss {first:.3f} -> {last:.3f} in {MAX_STEPS} steps"
-    assert time.perf_counter() - start < 600
