@@ -192,3 +192,37 @@ def test_attributions_change_when_the_weights_are_randomised(trained_lenet) -> N
     shuffled = M.Saliency(randomised.eval(), abs=True).attribute(x, 1)
     r = torch.corrcoef(torch.stack([trained.flatten(), shuffled.flatten()]))[0, 1]
     assert r < 0.5
+
+
+CHEAP = {
+    M.IntegratedGradients: {"n_steps": 4},
+    M.GradientShap: {"n_samples": 2},
+    M.Occlusion: {"mode": "lead"},
+}
+
+
+def _matrix_models() -> list[str]:
+    # Every 1D model, and one chart backbone (the 2D families share the ImageModel code path
+    # and run saliency and Grad-CAM in the test above).
+    chart = {"resnet50_2d", "convnext_tiny", "convnext_base", "efficientnet_b0",
+             "efficientnet_b3", "mobilenetv3_small", "mobilenetv3_large"}  # fmt: skip
+    return [n for n in model_names() if n not in chart]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _matrix_models())
+def test_every_method_on_every_model_runs_or_is_refused_by_name(name: str) -> None:
+    """The support matrix of the README: a method either gives a finite map shaped like the
+    input or refuses the model with an UnsupportedModelError that names it."""
+    model = _model(name)
+    x = _input(model, batch=1)
+    for method in [*ALL, M.LRP, M.Attention]:
+        explainer = method(model, **CHEAP.get(method, {}))
+        explainer.set_background(_input(model, batch=2, seed=1))
+        explainer.batch_size = 1
+        try:
+            a = explainer.attribute(x, 0)
+        except M.UnsupportedModelError as err:
+            assert type(model).__name__ in str(err) or "imle_net" in str(err), str(err)
+            continue
+        assert a.shape == x.shape and torch.isfinite(a).all(), method.__name__
