@@ -27,6 +27,7 @@ from ecgx.models.image import (
     ImageModel,
     SqueezeExcitation,
     StochasticDepth,
+    init_conv_norm,
     make_divisible,
 )
 
@@ -166,15 +167,9 @@ class EfficientNet(ImageModel):
     def _init_weights(self) -> None:
         # torchvision's: Kaiming-normal (fan_out) convs, unit norms, and a uniform
         # ±1/sqrt(classes) classifier, all biases zero.
+        init_conv_norm(self)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear):
                 bound = 1.0 / math.sqrt(module.out_features)
                 nn.init.uniform_(module.weight, -bound, bound)
                 nn.init.zeros_(module.bias)

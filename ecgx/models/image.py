@@ -146,6 +146,20 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+def init_conv_norm(model: nn.Module) -> None:
+    """torchvision's initialisation of MobileNetV3 and EfficientNet convolutions and norms:
+    Kaiming-normal (fan_out) conv weights, unit norm weights, every bias zero. Their linear
+    layers differ, so each family initialises those itself."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class ImageModel(ECGModel):
     """Base of the 2D backbones: input checks, flat → image reshape, normalisation, 1 → 3
     channels. Subclasses build the torchvision layout, set ``head_prefix`` (the final Linear,

@@ -20,7 +20,13 @@ from functools import partial
 import torch
 from torch import nn
 
-from ecgx.models.image import ConvNormActivation, ImageModel, SqueezeExcitation, make_divisible
+from ecgx.models.image import (
+    ConvNormActivation,
+    ImageModel,
+    SqueezeExcitation,
+    init_conv_norm,
+    make_divisible,
+)
 
 __all__ = ["InvertedResidual", "MobileNetV3", "MobileNetV3Large", "MobileNetV3Small"]
 
@@ -153,15 +159,9 @@ class MobileNetV3(ImageModel):
     def _init_weights(self) -> None:
         # torchvision's: Kaiming-normal (fan_out) convs, unit norms, N(0, 0.01) linears,
         # all biases zero.
+        init_conv_norm(self)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
