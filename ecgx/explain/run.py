@@ -210,7 +210,8 @@ def explain(
                             cbar_label="share of |attribution|")  # fmt: skip
         result.files.append(plots.save(fig, out_dir / "population_class_x_lead.png"))
     if is_signal and node.get("glocal", True):
-        result.metrics.update(_glocal(a, raw, fs, leads, name, out_dir, result.files))
+        masks = _segment_masks(node, ids, raw, fs)
+        result.metrics.update(_glocal(a, masks, leads, name, out_dir, result.files))
     if node.get("faithfulness", True):
         steps = int(node.get("faithfulness_steps", 20))
         options = {"steps": steps, "unit": "segment", "segment": max(1, x.shape[-1] // 50),
@@ -247,22 +248,44 @@ def explain(
     return result
 
 
+def _segment_masks(node: DictConfig, ids: list[str], raw: np.ndarray, fs: float) -> np.ndarray:
+    """(B, 6, T) masks from ecgx's delineation, or the user's soft segmentations: files
+    ``<segmentation_dir>/<record id>.npy|.npz`` ((samples, leads, classes) as XAI4ECG's, or
+    (classes, samples)), fine classes mapped onto the 6 segments by ``segmentation_mapping``."""
+    from ecgx.explain.delineation import SEGMENTS, delineate
+    from ecgx.explain.segments import load_soft_segmentation
+
+    folder = node.get("segmentation_dir")
+    if not folder:
+        return np.stack([delineate(r, fs).mask(r.shape[-1]) for r in raw])
+    mapping = node.get("segmentation_mapping")
+    mapping = {int(k): str(v) for k, v in mapping.items()} if mapping else None
+    masks = []
+    for rid in ids:
+        found = [Path(folder) / f"{rid}{ext}" for ext in (".npy", ".npz")]
+        path = next((p for p in found if p.is_file()), None)
+        if path is None:
+            raise ConfigValueError(f"explainer.segmentation_dir: no {rid}.npy or .npz in {folder}")
+        masks.append(load_soft_segmentation(path, raw.shape[-1], SEGMENTS, mapping))
+    return np.stack(masks)
+
+
 def _glocal(
-    a: np.ndarray, raw: np.ndarray, fs: float, leads: list[str], name: str, out_dir: Path,
+    a: np.ndarray, masks: np.ndarray, leads: list[str], name: str, out_dir: Path,
     files: list[Path],
 ) -> dict[str, float]:  # fmt: skip
     from ecgx.explain import plots
-    from ecgx.explain.delineation import SEGMENTS, delineate
+    from ecgx.explain.delineation import SEGMENTS
     from ecgx.explain.segments import mean_segment_attribution, segment_attribution
 
-    masks = np.stack([delineate(r, fs).mask(r.shape[-1]) for r in raw])
     per_record = segment_attribution(np.abs(a), masks)
     matrix = mean_segment_attribution(per_record)
     fig = plots.heatmap(matrix, leads, list(SEGMENTS), title=f"{name}: mean |attribution| per "
                         "lead and waveform segment", cbar_label="mean |attribution|")  # fmt: skip
     files.append(plots.save(fig, out_dir / "glocal_lead_x_segment.png"))
     # Share of the attribution mass on each segment (all leads), for comparing explainers.
-    mass = np.nansum(np.abs(a)[:, :, None, :] * masks[:, None, :, :], axis=(0, 1, 3))
+    per_lead = masks if masks.ndim == 4 else masks[:, None, :, :]  # (B, leads or 1, K, T)
+    mass = np.nansum(np.abs(a)[:, :, None, :] * per_lead, axis=(0, 1, 3))
     total = mass.sum()
     return {f"segment_share_{s}": float(m / total) if total else float("nan")
             for s, m in zip(SEGMENTS, mass, strict=True)}  # fmt: skip

@@ -101,3 +101,27 @@ def test_imle_net_attention_run_writes_the_three_levels(compose_train, tmp_path)
         assert (tmp_path / "out" / f"attention_{level}_{rid}.png").stat().st_size > 5_000
     assert result.attributions.min() >= 0 and result.attributions.max() <= 1
     assert "segment_share_QRS" in result.metrics and "deletion_auc" not in result.metrics
+
+
+def test_glocal_uses_user_soft_segmentations(compose_train, tmp_path) -> None:
+    """Soft masks given as files replace the delineation; XAI4ECG's uint8 (samples, leads,
+    classes) layout with fine classes mapped onto the six segments."""
+    from omegaconf import OmegaConf
+
+    from ecgx.explain.run import _glocal, _segment_masks
+
+    n = 100
+    seg = np.zeros((n, 12, 3), dtype=np.uint8)
+    seg[:40, :, 0] = 255  # fine class 0 -> QRS on samples 0..39
+    seg[40:, :, 2] = 255  # fine class 2 -> T on samples 40..99
+    np.save(tmp_path / "r1.npy", seg)
+    node = OmegaConf.create({"segmentation_dir": str(tmp_path),
+                             "segmentation_mapping": {0: "QRS", 2: "T"}})  # fmt: skip
+    masks = _segment_masks(node, ["r1"], np.zeros((1, 12, n)), 100.0)
+    a = np.zeros((1, 12, n))
+    a[0, 3, 10] = 4.0  # all attribution on aVR inside the QRS mask
+    metrics = _glocal(a, masks, [f"L{i}" for i in range(12)], "x", tmp_path, [])
+    assert metrics["segment_share_QRS"] == pytest.approx(1.0)
+    assert metrics["segment_share_T"] == 0.0 and metrics["segment_share_P"] == 0.0
+    with pytest.raises(ConfigValueError, match="r2"):
+        _segment_masks(node, ["r2"], np.zeros((1, 12, n)), 100.0)
