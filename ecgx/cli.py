@@ -8,6 +8,8 @@ ecgx eval run_id=<id> [subset=test|val|train|all] [dataset=<name>] [+dataset.<ke
                                   metrics + predictions to a child MLflow run
 ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_error=skip]
              [explainer=<name>]   class probabilities and labels of new records
+ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]
+                                  Optuna TPE search over conf/train.yaml, resumable
 ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
 ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
 """
@@ -41,6 +43,11 @@ def _hydra_app(config_name: str, task: str) -> None:
 
                 evaluate_run(cfg)
                 return None
+            if task == "search":
+                from ecgx.search import search
+
+                search(cfg)
+                return None
             if task == "predict":
                 from ecgx.predict import predict_run
 
@@ -65,9 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("ECGX_ROOT", str(project_root()))
-    if command in ("train", "explain", "eval", "predict"):
+    if command in ("train", "explain", "eval", "predict", "search"):
         sys.argv = [f"ecgx {command}", *rest]
-        _hydra_app(command, command)
+        _hydra_app("train" if command == "search" else command, command)
     elif command == "compare":
         from ecgx.tracking.compare import main as compare_main
 

@@ -20,3 +20,7 @@ class MissingPathError(EcgxError, FileNotFoundError):
 
 class TrackingError(EcgxError, ConnectionError):
     """The MLflow tracking store cannot be reached or written."""
+
+
+class UnwritablePathError(EcgxError, PermissionError):
+    """A folder a run writes to (cache, logs, outputs) cannot be written (names the path)."""

@@ -17,8 +17,15 @@ from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.classical import FeatureClassifier
 from ecgx.module import HEADLINE, load_pretrained
+from ecgx.reliability import ResumePoint, check_writable_paths
 from ecgx.tracking.callbacks import log_test_predictions
-from ecgx.tracking.mlflow_run import check_tracking_uri, log_config, log_file
+from ecgx.tracking.mlflow_run import (
+    check_tracking_uri,
+    config_hash,
+    finished_run,
+    log_config,
+    log_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +68,91 @@ def _enabled(node: Any) -> bool:
     return node is not None and "_target_" in node
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one experiment from a composed config; returns the final metrics."""
+_LOCAL_LAUNCHERS = ("basic_launcher", "joblib_launcher")
+
+
+def refuse_ddp_in_local_multirun(cfg: DictConfig, hydra_cfg: Any = None) -> None:
+    """A multirun on the basic/joblib launcher cannot host a multi-process strategy: plain ddp
+    re-launches the command per rank (extra folders and runs) and ddp/ddp_spawn jobs hang or get
+    killed between jobs (lightning-hydra-template #393, #194). Refuse it before any work."""
+    from hydra.types import RunMode
+
+    if hydra_cfg is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    if not any(name in launcher for name in _LOCAL_LAUNCHERS):
+        return
+    trainer = cfg.get("trainer") or {}
+    strategy = str(trainer.get("strategy", "auto")).lower()
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, str) or not hasattr(devices, "__len__"):
+        n = int(devices) if str(devices).lstrip("-").isdigit() else 1  # "auto": unknown
+    else:
+        n = len(devices)  # a list of device indices
+    many = n > 1 or n == -1 or int(trainer.get("num_nodes") or 1) > 1
+    multi_process = strategy == "auto" or any(k in strategy for k in ("ddp", "fsdp", "deepspeed"))
+    if ("ddp" in strategy and "spawn" in strategy) or (many and multi_process):
+        raise ConfigValueError(
+            f"trainer.strategy={strategy} with trainer.devices={devices} cannot run inside a "
+            f"multirun on the {launcher.rsplit('.', 1)[-1]} (processes hang or duplicate runs): "
+            "use launcher=submitit_local or launcher=slurm for the sweep, or run a single job "
+            "(no -m)"
+        )
+
+
+def train(
+    cfg: DictConfig,
+    extra_callbacks: list[Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Run one experiment from a composed config; returns the final metrics.
+
+    In a multirun (or with ``skip_finished=true``), a config whose MLflow run already FINISHED
+    (same ``ecgx.config_hash``) is not run again: its metrics are returned, unless
+    ``force=true``. ``extra_callbacks`` join the configured
+    Lightning callbacks and ``extra_tags`` the run's tags (``ecgx search`` passes its pruning
+    callback and study/trial tags).
+    """
+    refuse_ddp_in_local_multirun(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ctx = hydra_context()
+    check_writable_paths(cfg)
 
     # Tracking first: an unreachable server is reported before any data is read.
     logger = None
     if _enabled(cfg.get("logger")):
         check_tracking_uri(cfg.tracking_uri)
+        done = None
+        # A multirun job (or any run with skip_finished=true) whose config already FINISHED
+        # is not trained again: rerunning an interrupted sweep runs only what is missing.
+        skip = ctx["sweep_id"] is not None or cfg.get("skip_finished", False)
+        if skip and not cfg.get("force"):
+            done = finished_run(cfg.tracking_uri, cfg.experiment_name, config_hash(cfg))
+        if done is not None:
+            log.info("skipping: config already finished in run %s", done.info.run_id)
+            print(f"skipping: config already finished in run {done.info.run_id}")
+            return dict(done.data.metrics)
         run_name = cfg.logger.get("run_name") or f"{ctx['choices'].get('model', 'run')}-s{cfg.seed}"
-        logger = instantiate(cfg.logger, run_name=run_name)
+        resume = ResumePoint.find(cfg, config_hash(cfg), tracking=True)
+        logger = instantiate(cfg.logger, run_name=run_name, **resume.logger_kwargs())
+        resume.started(logger)
+    else:
+        resume = ResumePoint.find(cfg, config_hash(cfg), tracking=False)
+    if logger is not None and not resume.run_id:  # a resumed run has its params already
         log_config(logger.experiment, logger.run_id, cfg, ctx["choices"], ctx["overrides"],
                    ctx["sweep_id"])  # fmt: skip
+        for key, value in (extra_tags or {}).items():
+            logger.experiment.set_tag(logger.run_id, key, value)
 
     try:
-        metrics = _fit_and_test(cfg, logger)
+        metrics = _fit_and_test(cfg, logger, extra_callbacks, resume)
     except BaseException:
         if logger is not None:
             logger.experiment.set_terminated(logger.run_id, "FAILED")
@@ -89,7 +164,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
+def _fit_and_test(
+    cfg: DictConfig,
+    logger: Any,
+    extra_callbacks: list[Any] | None = None,
+    resume: ResumePoint | None = None,
+) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -97,18 +177,23 @@ def _fit_and_test(cfg: DictConfig, logger: Any) -> dict[str, float]:
                       num_classes=datamodule.num_classes)  # fmt: skip
     if isinstance(net, FeatureClassifier):
         return _fit_and_test_classical(cfg, net, datamodule, logger)
-    if logger is not None:
+    resumed = resume is not None and resume.ckpt_path is not None
+    if logger is not None and not resumed:  # timings differ: MLflow params are write-once
         logger.log_hyperparams(model_cost(net, datamodule))
     if cfg.get("init_from"):
         fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
         log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
     module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if _enabled(c)]
+    callbacks += list(extra_callbacks or [])
+    if resume is not None:
+        resume.prepare(callbacks)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
 
-    if logger is not None:
+    if logger is not None and not resumed:
         _log_data(logger, datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resume.ckpt_path if resumed else cfg.get("ckpt_path")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test", True):

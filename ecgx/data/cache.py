@@ -140,6 +140,9 @@ def build_or_open(
         if rebuild and final.exists():
             shutil.rmtree(final)
         if not (final / SPEC).is_file():
+            # Left by a build killed mid-way (we hold the lock: no live build owns them).
+            for stale in cache_dir.glob(f".{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = cache_dir / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 table = meta() if callable(meta) else meta

@@ -24,9 +24,10 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, before any data is read, when a tracking server cannot be reached."""
     if not uri.startswith(("http://", "https://")):
         if uri.startswith("sqlite:///"):
-            folder = Path(uri.removeprefix("sqlite:///")).parent
-            if not folder.is_dir():
-                raise MissingPathError(f"tracking_uri={uri}: folder {folder} does not exist")
+            db = Path(uri.removeprefix("sqlite:///"))
+            if not db.parent.is_dir():
+                raise MissingPathError(f"tracking_uri={uri}: folder {db.parent} does not exist")
+            _create_sqlite_store(uri, db)
         return
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
@@ -37,6 +38,19 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             f"tracking_uri={uri}: MLflow tracking server unreachable ({err}). Start it, or set "
             "MLFLOW_TRACKING_URI / tracking_uri to a reachable server or sqlite:///path.db"
         ) from err
+
+
+def _create_sqlite_store(uri: str, db: Path) -> None:
+    """Create a new SQLite store's tables once, under a file lock: parallel sweep jobs that
+    all find no store would otherwise each run MLflow's migrations and collide ("table
+    experiments already exists")."""
+    if db.exists() and db.stat().st_size > 0:
+        return
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    with FileLock(str(db) + ".lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,14 +66,46 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Keys that differ between two launches of the same job: never part of its identity.
+HASH_EXCLUDED = ("paths", "hydra", "tracking_uri", "force", "resume", "skip_finished")
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of a composed config (resolved, paths and tracking excluded)."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+    """Identity of a composed config (resolved; paths, tracking and ``force`` excluded).
+
+    Every ``paths.*`` value is replaced by a placeholder before resolving, so keys that merely
+    point into a run's own folders (the checkpoint dirpath under ``paths.output_dir``, a
+    timestamped Hydra run dir) hash the same for two launches of one job.
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    if isinstance(raw.get("paths"), dict):
+        raw["paths"] = {k: f"<paths.{k}>" for k in raw["paths"]}
+    tree = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
     assert isinstance(tree, dict)
-    for key in ("paths", "hydra", "tracking_uri"):
+    for key in HASH_EXCLUDED:
         tree.pop(key, None)
     blob = json.dumps(tree, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def finished_run(tracking_uri: str, experiment_name: str, config_hash: str) -> Any | None:
+    """The latest FINISHED MLflow run of ``experiment_name`` tagged with ``config_hash``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def log_config(
