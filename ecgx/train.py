@@ -13,7 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ecgx.errors import ConfigValueError, MissingPathError
+from ecgx.errors import ConfigValueError, MissingPathError, TrackingError
 from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.classical import FeatureClassifier
 from ecgx.module import HEADLINE, load_pretrained
@@ -153,8 +153,9 @@ def train(
 
     try:
         metrics = _fit_and_test(cfg, logger, extra_callbacks, resume)
-    except BaseException:
+    except BaseException as err:
         if logger is not None:
+            _server_lost(cfg, resume, err)
             logger.experiment.set_terminated(logger.run_id, "FAILED")
         raise
     if logger is not None:
@@ -162,6 +163,26 @@ def train(
         print(f"\nMLflow run {logger.run_id} in experiment '{cfg.experiment_name}'.")
         print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {cfg.tracking_uri}")
     return metrics
+
+
+def _server_lost(cfg: DictConfig, resume: ResumePoint, err: BaseException) -> None:
+    """When a remote tracking server went away during the run, say so and how to go on.
+
+    The checkpoints are local (``resume.folder``), so nothing trained is lost: once the server
+    answers again, the same command with ``resume=true`` continues into the same MLflow run.
+    """
+    uri = str(cfg.tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        check_tracking_uri(uri, timeout=3.0)
+    except TrackingError:
+        raise TrackingError(
+            f"tracking_uri={uri}: the MLflow server stopped answering during the run "
+            f"({type(err).__name__}). The checkpoints are kept in {resume.folder}; when the "
+            f"server is back, rerun the same command with resume=true to continue and log "
+            f"into the same MLflow run."
+        ) from err
 
 
 def _fit_and_test(

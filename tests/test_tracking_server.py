@@ -93,3 +93,48 @@ def test_shared_server_round_trip(tmp_path: Path, compose_train) -> None:
     with pytest.raises(TrackingError, match=f"127.0.0.1:{port}.*unreachable"):
         check_tracking_uri(uri)
     assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.slow
+def test_server_lost_mid_run_keeps_checkpoints_and_says_how_to_relog(
+    tmp_path: Path, compose_train, monkeypatch
+) -> None:
+    import lightning as L
+
+    # MLflow retries an unreachable server for minutes by default; a user can shorten it too.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    cmd = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+           "--artifacts-destination", str(tmp_path / "artifacts")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)  # fmt: skip
+
+    def stop_server() -> None:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+            server.wait(timeout=20)
+
+    class StopServerAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch == 0:
+                stop_server()
+
+    try:
+        _wait_healthy(uri, server)
+        from ecgx.train import train
+
+        cfg = compose_train("debug=smoke", "trainer.max_epochs=3", "module.bootstrap_resamples=0",
+                            "experiment_name=lost", f"tracking_uri={uri}")  # fmt: skip
+        with pytest.raises(TrackingError, match="resume=true") as caught:
+            train(cfg, extra_callbacks=[StopServerAfterFirstEpoch()])
+        assert "stopped answering during the run" in str(caught.value)
+        folder = Path(str(caught.value).split("kept in ")[1].split(";")[0])
+        assert (folder / "last.ckpt").is_file()  # the trained epoch is not lost
+    finally:
+        stop_server()
+        log.close()
