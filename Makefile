@@ -8,13 +8,15 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ecgx-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help install data run test test-fast lint format clean clean-runs
+.PHONY: help install data run test test-fast bench lint format clean clean-runs
 
 help:
 	@echo "make run        set up, generate the synthetic set, train + test the default experiment"
 	@echo "make test       set up, then the whole test suite (CI runs this)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
+	@echo "make bench      ecgx bench: every benchmark suite, report in logs/bench/ (BENCH_ARGS=...)"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove .venv, caches and run outputs (keeps data/)"
 
@@ -42,6 +44,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/ecgx bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check ecgx tests

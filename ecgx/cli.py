@@ -11,6 +11,8 @@ ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_err
 ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]
                                   Optuna TPE search over conf/train.yaml, resumable
 ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
+ecgx bench [suite=<name>|[a,b]] [quick=true] [log=true]
+                                  speed and memory against the seeds' ways (JSON + markdown)
 ecgx data synth [--root DIR]      generate the synthetic PTB-XL-layout set
 """
 
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         from ecgx.tracking.compare import main as compare_main
 
         compare_main(rest)
+    elif command == "bench":
+        from ecgx.bench.command import main as bench_main
+
+        bench_main(rest)
     elif command == "models":
         from ecgx.models.catalog import main as models_main
 
