@@ -67,6 +67,39 @@ def _hydra_app(config_name: str, task: str) -> None:
     app()
 
 
+def experiment_overrides(args: list[str]) -> list[str]:
+    """``experiment=`` overrides as Hydra expects them.
+
+    ``+experiment=x`` (the usual Hydra spelling for an optional group) is accepted as
+    ``experiment=x``: the group sits in train.yaml's defaults, before ``debug``, so a debug
+    preset shortens an experiment. ``experiment=glob(<study>/*)`` becomes the explicit list of
+    matching files, because Hydra's glob() sees only the top folder of a nested group and would
+    launch 0 jobs without a word.
+    """
+    import fnmatch
+
+    from ecgx.errors import ConfigValueError
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+") != "experiment":
+            out.append(arg)
+            continue
+        if value.startswith("glob(") and value.endswith(")"):
+            patterns = [p.strip() for p in value[5:-1].split(",")]
+            base = config_dir() / "experiment"
+            names = sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml"))
+            chosen = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+            if not chosen:
+                raise ConfigValueError(
+                    f"experiment={value}: no experiment file matches; they are {names}"
+                )
+            value = ",".join(chosen)
+        out.append(f"experiment={value}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -75,6 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("ECGX_ROOT", str(project_root()))
     if command in ("train", "explain", "eval", "predict", "search"):
+        from ecgx.errors import EcgxError
+
+        try:
+            rest = experiment_overrides(rest)
+        except EcgxError as err:
+            sys.exit(f"ecgx {command}: error: {err}")
         sys.argv = [f"ecgx {command}", *rest]
         _hydra_app("train" if command == "search" else command, command)
     elif command == "compare":

@@ -126,7 +126,7 @@ def test_debug_smoke_limits_batches(compose_train) -> None:
 
 @pytest.mark.parametrize("name", experiments())
 def test_experiments_compose(compose_train, name: str) -> None:
-    cfg = compose_train(f"+experiment={name}")
+    cfg = compose_train(f"experiment={name}")
     assert cfg.experiment_name
     # The leads the experiment's transform gives the model: 3 (RGB) for a chart, else 12.
     offline = [t._target_ for t in cfg.transform.get("offline") or []]

@@ -1,0 +1,17 @@
+"""Every study folder of experiments/ is smoke-tested, and every file is a global override."""
+
+from __future__ import annotations
+
+from tests.experiments.conftest import EXPERIMENTS
+
+
+def test_every_study_folder_has_a_smoke_test() -> None:
+    here = EXPERIMENTS.parents[0] / "tests" / "experiments"
+    missing = [d.name for d in EXPERIMENTS.iterdir()
+               if d.is_dir() and not (here / f"test_{d.name}.py").is_file()]  # fmt: skip
+    assert not missing, f"experiments/{missing}: add tests/experiments/test_<study>.py"
+
+
+def test_every_file_is_a_global_package() -> None:
+    for path in EXPERIMENTS.rglob("*.yaml"):
+        assert path.read_text().startswith("# @package _global_"), path
