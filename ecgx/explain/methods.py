@@ -358,6 +358,9 @@ class LRP(Method):
         self._lrp_model = _lrp_copy(self.model, self.epsilon)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # captum deletes every layer's rule after an attribution: set them again for each call
+        # (max-sensitivity attributes perturbed copies with the same method).
+        _epsilon_rules(self._lrp_model, self.epsilon)
         return attr.LRP(self._lrp_model).attribute(x, target=target)
 
 
@@ -366,7 +369,6 @@ def _lrp_copy(model: nn.Module, epsilon: float) -> nn.Module:
     dropped, as the seed's canonizer does) and the epsilon rule on every linear layer."""
     from collections import OrderedDict
 
-    from captum.attr._utils.lrp_rules import EpsilonRule
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     net = copy.deepcopy(model).eval()
@@ -387,12 +389,18 @@ def _lrp_copy(model: nn.Module, epsilon: float) -> nn.Module:
             del parent._modules[name]
         for name, child in kept.items():
             parent.add_module(name, child)
+    _epsilon_rules(net, epsilon)
+    return net
+
+
+def _epsilon_rules(net: nn.Module, epsilon: float) -> None:
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
     for module in net.modules():
         # ReLU / Dropout are captum's pass-through layers; everything else with no children is
         # linear in its input (conv, linear, pooling, remaining BN) and gets the epsilon rule.
         if not list(module.children()) and not isinstance(module, nn.ReLU | nn.Dropout):
             module.rule = EpsilonRule(epsilon=epsilon)
-    return net
 
 
 class Attention(Method):

@@ -163,3 +163,41 @@ def run_experiment(compose_experiment: Callable[..., DictConfig]) -> Callable[..
         return metrics
 
     return _run
+
+
+def sweep_jobs(name: str, *overrides: str) -> list[list[str]]:
+    """The jobs of ``ecgx train -m experiment=<name> *overrides``, each as its overrides: the
+    file's ``hydra.sweeper.params`` crossed with the command line's sweeps, as Hydra's basic
+    sweeper expands them (command-line values win over the file's for the same key)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    # As Hydra's multirun: the file's sweep is read from a config composed without the sweeps.
+    fixed = [o.input_line for o in parser.parse_overrides(list(overrides))
+             if not o.is_sweep_override()]  # fmt: skip
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", *fixed], return_hydra_config=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    given = {o.split("=", 1)[0] for o in overrides}
+    lines = [f"{k}={v}" for k, v in params.items() if k not in given]
+    parsed = parser.parse_overrides([*lines, f"experiment={name}", *overrides])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+@pytest.fixture
+def latest_run_id(smoke_store: Path) -> Callable[[str], str]:
+    """``latest_run_id(experiment_name)``: the id of the newest run of that MLflow experiment
+    in the smoke store (e.g. a stage-1 run that a stage-2 experiment starts from)."""
+    from mlflow.tracking import MlflowClient
+
+    def _latest(experiment_name: str) -> str:
+        client = MlflowClient(f"sqlite:///{smoke_store / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name(experiment_name)
+        assert experiment is not None, f"no MLflow experiment {experiment_name!r}"
+        runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"],
+                                  max_results=1)  # fmt: skip
+        assert runs, f"no run in MLflow experiment {experiment_name!r}"
+        return runs[0].info.run_id
+
+    return _latest

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.experiments.conftest import EXPERIMENTS
+import pytest
+
+from ecgx.cli import experiment_overrides
+from tests.experiments.conftest import EXPERIMENTS, experiment_names
 
 
 def test_every_study_folder_has_a_smoke_test() -> None:
@@ -15,3 +18,11 @@ def test_every_study_folder_has_a_smoke_test() -> None:
 def test_every_file_is_a_global_package() -> None:
     for path in EXPERIMENTS.rglob("*.yaml"):
         assert path.read_text().startswith("# @package _global_"), path
+
+
+@pytest.mark.parametrize("study", ["seresnet18", "cpsc2018", "vision"])
+def test_a_glob_over_one_folder_expands_to_its_files(study: str) -> None:
+    # `ecgx train -m 'experiment=glob(<study>/*)'` runs every file of the folder, and only those.
+    (override,) = experiment_overrides([f"experiment=glob({study}/*)"])
+    assert override == f"experiment={','.join(experiment_names(study))}"
+    assert len(experiment_names(study)) >= 3
