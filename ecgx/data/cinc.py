@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ class CinC:
         table["n_samples"] = table["n_samples"].astype("Int64")
         return table
 
-    def read(self, row: pd.Series) -> Record:
+    def read(self, row: Mapping[str, Any]) -> Record:
         """The record of one metadata row, leads in canonical order, in mV."""
         hea = self.root / row["path"]
         header = parse_header(hea)

@@ -8,8 +8,12 @@ signals (the signal cache key does not include the task).
 from __future__ import annotations
 
 import ast
+import json
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -129,9 +133,9 @@ class PTBXL:
             }
         )
 
-    def read(self, row: pd.Series) -> Record:
+    def read(self, row: Mapping[str, Any]) -> Record:
         """The record of one metadata row, leads in canonical order, in mV."""
-        path = self.root / row["path"]
+        path = Path(os.path.join(self.root, row["path"]))
         where = str(path)
         signal, fs, names = read_record(path)
         if fs != self.sampling_rate:
@@ -228,6 +232,17 @@ def _patient_str(value: object) -> str:
 
 
 def _parse_codes(text: str, csv: Path, ecg_id: object) -> dict[str, float]:
+    if isinstance(text, str) and '"' not in text and "\\" not in text:
+        # PTB-XL writes {'NORM': 100.0, 'SR': 0.0}: with single quotes swapped that is JSON,
+        # parsed ~10x faster than by literal_eval (a visible share of listing 21,837 rows).
+        # Anything JSON reads differently (NaN, true/null...) is left to literal_eval.
+        try:
+            codes = json.loads(text.replace("'", '"'), parse_constant=_not_literal)
+        except (ValueError, _NotLiteral):
+            pass
+        else:
+            if isinstance(codes, dict) and all(type(v) in (int, float) for v in codes.values()):
+                return {str(k): float(v) for k, v in codes.items()}
     try:
         codes = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
@@ -235,6 +250,14 @@ def _parse_codes(text: str, csv: Path, ecg_id: object) -> dict[str, float]:
     if not isinstance(codes, dict):
         raise RecordError(f"{csv}: ecg_id {ecg_id}: scp_codes is not a dict: {text!r}")
     return {str(k): float(v) for k, v in codes.items()}
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def _not_literal(name: str) -> None:
+    raise _NotLiteral(name)
 
 
 def _mi_subdisease(meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:

@@ -6,7 +6,8 @@ provides these methods. :class:`ecgx.data.ptbxl.PTBXL` is the reference implemen
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,12 @@ class Reader(Protocol):
         1.0), ``path`` (relative to root), ``source`` (str). Extra columns (``strat_fold``, …)
         are kept and usable by splits."""
 
-    def read(self, row: pd.Series) -> Record:
-        """The record of one metadata row: (leads, samples) float32 in mV, canonical lead
-        order; RecordError naming the file for anything wrong with it."""
+    def read(self, row: Mapping[str, Any]) -> Record:
+        """The record of one metadata row (a mapping of column -> value: the cache build
+        passes plain dicts, cheaper than a ``pd.Series`` per row; index it, ``row["path"]``, or
+        ``row.get``): (leads, samples) float32 in mV, canonical lead order; RecordError naming
+        the file for anything wrong with it. A build of a large set calls it in forked worker
+        processes, so it must not rely on state it changes in the calling process."""
 
     def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(targets (N, C) float32 multi-hot, class names, bool mask of records with a label

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 
 from ecgx.tracking.mlflow_run import log_file
+
+#: environment variable naming the file :class:`FirstStepTime` appends its record to
+FIRST_STEP_ENV = "ECGX_FIRST_STEP_FILE"
 
 
 class LogTestPredictions(L.Callback):
@@ -23,6 +27,8 @@ class LogTestPredictions(L.Callback):
     """
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import MLFlowLogger
+
         result = getattr(pl_module, "test_result", None)
         logger = trainer.logger
         if trainer.global_rank != 0 or result is None or not isinstance(logger, MLFlowLogger):
@@ -48,6 +54,8 @@ def log_test_predictions(
 ) -> None:
     """``predictions/test_predictions.csv`` (record id, per-class output and truth) and, for
     classification, ``plots/roc_test.png``."""
+    import pandas as pd
+
     from ecgx.plots import roc_curves
 
     classify = task != "regression"
@@ -65,3 +73,58 @@ def log_test_predictions(
         path = Path(tmp) / "test_predictions.csv"
         table.to_csv(path, index=False)
         log_file(client, run_id, path, "predictions")
+
+
+class FirstStepTime(L.Callback):
+    """Records when the first training step of a run starts and ends (``ecgx bench suite=sweep``
+    adds it with ``+callbacks.first_step._target_=ecgx.tracking.callbacks.FirstStepTime``).
+
+    Appends one JSON line (``label``, ``pid``, wall-clock ``fit_start``, ``train_start``,
+    ``first_batch`` and ``first_step_end`` in ``time.time()`` seconds) to ``path``, or to the file
+    named by ``$ECGX_FIRST_STEP_FILE``; one short ``O_APPEND`` write per job, so the jobs of a
+    multirun can share the file. ``stop=true`` ends fitting after that step: start-up is
+    measured without waiting for the training the run would do.
+    """
+
+    def __init__(self, path: str | None = None, label: str | None = None, stop: bool = False):
+        self.path = path or os.environ.get(FIRST_STEP_ENV)
+        if not self.path:
+            raise ValueError(f"FirstStepTime: no path given and ${FIRST_STEP_ENV} is not set")
+        self.label = None if label is None else str(label)
+        self.stop = stop
+        self.times: dict[str, float] = {}
+        self.written = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times.setdefault("fit_start", time.time())
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times.setdefault("train_start", time.time())
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.times.setdefault("first_batch", time.time())
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.written or trainer.global_rank != 0:
+            return
+        self.times["first_step_end"] = time.time()
+        line = json.dumps({"label": self.label, "pid": os.getpid(), **self.times}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        self.written = True
+        if self.stop:
+            # should_stop alone waits for min_epochs; a start-up probe wants out now.
+            trainer.fit_loop.min_epochs = 0
+            trainer.should_stop = True

@@ -48,3 +48,27 @@ def test_damaged_records_are_named(tmp_path) -> None:
         read_record(tmp_path / "r16")
     with pytest.raises(RecordError, match="header file missing"):
         read_record(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(("gain", "base"), [("1000.0(0)", 0), ("200", 0), ("4880(-5)", 0),
+                                            ("2.5(1024)", 0), ("1000", 17), ("7.0(32767)", 0)])  # fmt: skip
+def test_float32_decode_equals_wfdb_for_every_sample_value(tmp_path, gain, base) -> None:
+    # Every 16-bit value but the missing-sample code, in 3 leads: the float32 scaling must give
+    # wfdb's float64 result rounded to float32, bit for bit.
+    values = np.arange(-32767, 32768, dtype="<i2")
+    digital = np.stack([values, values[::-1], np.roll(values, 7)], axis=1)
+    (tmp_path / "r.dat").write_bytes(digital.tobytes())
+    lines = [f"r 3 500 {len(values)}"]
+    lines += [f"r.dat 16 {gain}/mV 16 {base} 0 0 0 {lead}" for lead in ("I", "II", "V1")]
+    (tmp_path / "r.hea").write_text("\n".join(lines) + "\n")
+    signal, _, _ = read_record(tmp_path / "r")
+    expected, _ = wfdb.rdsamp(str(tmp_path / "r"))
+    np.testing.assert_array_equal(signal, expected.T.astype(np.float32))
+
+
+@needs_samples(PTBXL_SAMPLES)
+def test_equals_wfdb_on_every_tenth_real_record() -> None:
+    for path in sorted(PTBXL_SAMPLES.glob("records*/*/*.hea"))[::10]:
+        signal, _, _ = read_record(path.with_suffix(""))
+        expected, _ = wfdb.rdsamp(str(path.with_suffix("")))
+        np.testing.assert_array_equal(signal, expected.T.astype(np.float32), err_msg=str(path))
