@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ecgx.errors import ConfigValueError, MissingPathError, TrackingError
 from ecgx.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
@@ -106,6 +106,20 @@ def refuse_ddp_in_local_multirun(cfg: DictConfig, hydra_cfg: Any = None) -> None
         )
 
 
+def check_required(cfg: DictConfig) -> None:
+    """Keys an experiment file lists under ``required`` must be set (not null).
+
+    A file cannot make a key mandatory with ``???``: OmegaConf keeps train.yaml's ``null`` when
+    a missing value is merged over it, so a fine-tune would silently start from random weights.
+    """
+    unset = [str(k) for k in cfg.get("required") or [] if OmegaConf.select(cfg, str(k)) is None]
+    if unset:
+        raise ConfigValueError(
+            f"{', '.join(unset)}: this experiment requires a value; give it on the command line "
+            f"({' '.join(f'{k}=...' for k in unset)})"
+        )
+
+
 def train(
     cfg: DictConfig,
     extra_callbacks: list[Any] | None = None,
@@ -120,6 +134,7 @@ def train(
     callback and study/trial tags).
     """
     refuse_ddp_in_local_multirun(cfg)
+    check_required(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ctx = hydra_context()
@@ -199,8 +214,6 @@ def _fit_and_test(
     if isinstance(net, FeatureClassifier):
         return _fit_and_test_classical(cfg, net, datamodule, logger)
     resumed = resume is not None and resume.ckpt_path is not None
-    if logger is not None and not resumed:  # timings differ: MLflow params are write-once
-        logger.log_hyperparams(model_cost(net, datamodule))
     if cfg.get("init_from"):
         fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
         log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
@@ -226,6 +239,11 @@ def _fit_and_test(
         metrics.update({k: float(v) for k, v in results[0].items()})
         if logger is not None:
             _log_checkpoint(logger, best)
+    if logger is not None and not resumed:  # timings differ: MLflow params are write-once
+        # After training, not before: measuring FLOPs and inference time costs seconds that
+        # would otherwise delay the first training step (the teardown has put the net back
+        # on the device it started on).
+        logger.log_hyperparams(model_cost(net, datamodule))
     explainer = cfg.get("explainer") or {}
     if (explainer.get("method") or explainer.get("concepts")) and trainer.is_global_zero:
         # After trainer.test the module holds the best checkpoint's weights (ckpt_path=best).

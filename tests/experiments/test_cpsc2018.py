@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ecgx.data.record import LEADS
+from ecgx.experiment_files import read_experiment
 from tests.conftest import ROOT
 from tests.experiments.conftest import EXPERIMENTS, experiment_names, sweep_jobs
 
@@ -19,7 +20,7 @@ LIGHT_EXPLAIN = ("explainer.records=2", "explainer.background=2", "explainer.plo
 
 
 def _standalone(name: str) -> bool:
-    return "init_from: ???" not in (EXPERIMENTS / f"{name}.yaml").read_text()
+    return not read_experiment(name).missing  # e.g. a fine-tune needs init_from
 
 
 @pytest.mark.slow

@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from ecgx.cli import experiment_overrides
+from ecgx.experiment_files import read_experiment
 from ecgx.tracking.compare import main as compare_main
 from ecgx.tracking.mlflow_run import config_hash, finished_run
 from ecgx.train import train
-from tests.experiments.conftest import EXPERIMENTS, experiment_names
+from tests.experiments.conftest import experiment_names
 
 STUDY = "imle_net"
 # The seed models are heavy at 1000 samples (IMLE-Net: 240 beat windows through a 12-conv
@@ -39,7 +40,7 @@ def _smoke(name: str) -> tuple[str, ...]:
 
 
 def _standalone(name: str) -> bool:
-    return "init_from: ???" not in (EXPERIMENTS / f"{name}.yaml").read_text()
+    return not read_experiment(name).missing  # e.g. a fine-tune needs init_from
 
 
 def _model_files() -> list[str]:

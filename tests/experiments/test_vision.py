@@ -1,6 +1,6 @@
 """experiments/vision/: smoke runs on a generated Chapman-layout set, charts rendered small.
 
-Stage-2 files (``init_from: ???``) start from a stage-1 smoke run of the same backbone, found in
+Stage-2 files (``required: [init_from]``) start from a stage-1 smoke run of the same backbone, found in
 MLflow by its run id as a user would pass it; the search preset runs one Optuna trial.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import open_dict
 
+from ecgx.experiment_files import read_experiment
 from tests.experiments.conftest import EXPERIMENTS, experiment_names
 
 # 2D backbones (ConvNeXt-B: 88 M parameters) on charts: 64 x 64 pictures rendered at a low dpi,
@@ -38,7 +39,7 @@ def stage1_runs() -> dict[str, str]:
 def test_experiment_runs(name, run_experiment, compose_experiment, latest_run_id,
                          stage1_runs) -> None:  # fmt: skip
     extra = SMALL + (LIGHT_EXPLAIN if "explainer" in _text(name) else ())
-    if "init_from: ???" in _text(name):
+    if read_experiment(name).missing:  # stage 2 needs its stage-1 run
         model = _model_choice(compose_experiment, name)
         if model not in stage1_runs:
             run_experiment(STAGE1, f"model={model}", *SMALL)
