@@ -76,9 +76,7 @@ def experiment_overrides(args: list[str]) -> list[str]:
     matching files, because Hydra's glob() sees only the top folder of a nested group and would
     launch 0 jobs without a word.
     """
-    import fnmatch
-
-    from ecgx.errors import ConfigValueError
+    from ecgx.experiment_files import expand_glob
 
     out = []
     for arg in args:
@@ -86,18 +84,61 @@ def experiment_overrides(args: list[str]) -> list[str]:
         if not sep or key.lstrip("+") != "experiment":
             out.append(arg)
             continue
-        if value.startswith("glob(") and value.endswith(")"):
-            patterns = [p.strip() for p in value[5:-1].split(",")]
-            base = config_dir() / "experiment"
-            names = sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml"))
-            chosen = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-            if not chosen:
-                raise ConfigValueError(
-                    f"experiment={value}: no experiment file matches; they are {names}"
-                )
-            value = ",".join(chosen)
-        out.append(f"experiment={value}")
+        out.append(f"experiment={','.join(expand_glob(value))}")
     return out
+
+
+def folder_multirun(args: list[str]) -> list[list[str]] | None:
+    """``train -m`` over several experiment files, as Hydra alone cannot run it.
+
+    Files whose ``required`` keys the command line does not give are left out (named on
+    stderr). When any kept file has its own ``hydra.sweeper.params`` (folds, held-out sources,
+    single leads), one Hydra multirun per file is returned, sharing one sweep folder and so one
+    ``ecgx.sweep_id``; otherwise None and the (pruned) list runs as one Hydra multirun.
+    """
+    import time
+
+    from ecgx.errors import ConfigValueError
+    from ecgx.experiment_files import plan_folder_multirun
+
+    if not {"-m", "--multirun"} & set(args):
+        return None
+    exp = [i for i, a in enumerate(args) if a.startswith("experiment=") and "," in a]
+    if not exp:
+        return None
+    names = args[exp[0]].partition("=")[2].split(",")
+    given = {a.partition("=")[0].lstrip("+~") for a in args if "=" in a}
+    plan = plan_folder_multirun(names, given)
+    for name, keys in plan.skipped.items():
+        print(f"ecgx train: left out {name}: needs {', '.join(keys)}=... on the command line",
+              file=sys.stderr)  # fmt: skip
+    if not plan.names:
+        raise ConfigValueError(f"experiment={','.join(names)}: every file was left out")
+    others = [a for i, a in enumerate(args) if i != exp[0]]
+    if not plan.per_file:
+        args[exp[0]] = f"experiment={','.join(plan.names)}"
+        return None
+    sweep_dir = [] if "hydra.sweep.dir" in given else [
+        "hydra.sweep.dir=${paths.log_dir}/${task_name}/multiruns/"
+        + time.strftime("%Y-%m-%d_%H-%M-%S")
+    ]  # fmt: skip
+    return [[*others, f"experiment={name}", *sweep_dir,
+             f"hydra.sweep.subdir={name}/${{hydra.job.num}}"] for name in plan.names]  # fmt: skip
+
+
+def _run_per_file(jobs: list[list[str]]) -> None:
+    """Each file's multirun in its own process, one after another (Hydra's app runs once per
+    process); every file runs even when an earlier one fails."""
+    import subprocess
+
+    failed = []
+    for args in jobs:
+        name = next(a for a in args if a.startswith("experiment=")).partition("=")[2]
+        print(f"ecgx train: {name}", file=sys.stderr, flush=True)
+        if subprocess.run([sys.executable, "-m", "ecgx.cli", "train", *args]).returncode:
+            failed.append(name)
+    if failed:
+        sys.exit(f"ecgx train: failed: {', '.join(failed)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,8 +153,12 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             rest = experiment_overrides(rest)
+            jobs = folder_multirun(rest) if command == "train" else None
         except EcgxError as err:
             sys.exit(f"ecgx {command}: error: {err}")
+        if jobs:
+            _run_per_file(jobs)
+            return
         sys.argv = [f"ecgx {command}", *rest]
         _hydra_app("train" if command == "search" else command, command)
     elif command == "compare":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from ecgx.errors import ConfigValueError
 from ecgx.experiment_files import expand_glob, plan_folder_multirun, read_experiment
@@ -44,3 +45,43 @@ def test_a_fine_tune_without_init_from_is_refused_by_name() -> None:
     with pytest.raises(ConfigValueError, match=r"init_from: this experiment requires a value"):
         check_required(cfg)
     check_required(given)
+
+
+def test_folder_multirun_runs_each_files_own_sweep_in_one_sweep_folder(monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from ecgx import cli
+
+    args = cli.experiment_overrides(["-m", "experiment=glob(cpsc2018/*)", "dataset.root=/d"])
+    jobs = cli.folder_multirun(args)
+    assert [j[2] for j in jobs] == [f"experiment={n}" for n in expand_glob("glob(cpsc2018/*)")]
+    assert len({j[3] for j in jobs}) == 1  # one hydra.sweep.dir: one ecgx.sweep_id
+    # Hydra takes the per-file overrides, and the file's own sweep is there to run in full
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=jobs[-1][1:], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params == {"transform.offline.0.leads": read_experiment(
+        "cpsc2018/single_lead").sweep["transform.offline.0.leads"]}  # fmt: skip
+    sweep = OmegaConf.to_container(cfg.hydra.sweep)  # unresolved: job.num exists at run time
+    assert sweep["subdir"] == "cpsc2018/single_lead/${hydra.job.num}"
+
+    calls = []
+
+    def fake_run(cmd, **_):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1 if "single_lead" in cmd[-3] else 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(SystemExit, match="failed: cpsc2018/single_lead"):
+        cli.main(["train", "-m", "experiment=glob(cpsc2018/*)", "dataset.root=/d"])
+    assert len(calls) == len(jobs) and calls[0][:4] == [sys.executable, "-m", "ecgx.cli", "train"]
+
+
+def test_folder_multirun_without_own_sweeps_stays_one_hydra_multirun() -> None:
+    from ecgx import cli
+
+    args = cli.experiment_overrides(["-m", "experiment=glob(imle_net/*)"])
+    assert cli.folder_multirun(args) is None
+    assert "imle_net/ptbxl_mi_subdisease" not in args[1]  # left out: needs init_from
+    single = cli.experiment_overrides(["experiment=glob(imle_net/*)"])
+    assert cli.folder_multirun(single) is None and "ptbxl_mi_subdisease" in single[0]
