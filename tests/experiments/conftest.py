@@ -126,6 +126,8 @@ def compose_experiment(
             f"paths.output_dir={smoke_store / 'out' / name}",
             f"tracking_uri=sqlite:///{smoke_store / 'mlflow.db'}",
             *(["debug=smoke"] if smoke else []),
+            # Smoke runs never resume: one checkpoint per run, not two (ResNet101-1D's is 600 MB)
+            *(["callbacks.model_checkpoint.save_last=false"] if smoke else []),
         ]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=True)
