@@ -67,8 +67,10 @@ class _SplitView(L.LightningDataModule):
                                   train=False)  # fmt: skip
 
     def test_dataloader(self) -> DataLoader:
+        from ecgx.data.datamodule import collate
+
         return DataLoader(self.dataset, batch_size=self.data.eval_batch_size, shuffle=False,
-                          num_workers=self.data.num_workers)  # fmt: skip
+                          num_workers=self.data.num_workers, collate_fn=collate)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self.data.val_dataloader()

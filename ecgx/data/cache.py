@@ -6,14 +6,18 @@ transform specs, format version). Later runs and every job of a sweep open it in
 A build writes into a temporary sibling and renames it into place, under a file lock, so
 parallel jobs build it once and a killed build never leaves a cache a later run would use.
 
-Records of any length are stored back to back in one flat float32 file with offsets; when all
-records have the same shape the store is also a zero-copy (N, leads, samples) view.
+Records of any length are stored back to back in one flat float32 file with offsets. They are
+read with ``pread`` into fresh arrays rather than through a memory map: pages read through a
+map stay mapped and count in the process's resident memory, so training over a cache larger than
+memory would seem to hold all of it; read this way, the file's pages are only the kernel's
+(reclaimable) page cache. :attr:`SignalCache.flat` still maps the whole file for inspection.
 Large sets are read by forked worker processes, chunk by chunk, each chunk written straight to
 its place in the file: the same bytes, skips and first error as an in-process build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,10 @@ SPEC = "spec.json"
 PARALLEL_MIN_RECORDS = 4000
 CHUNK_RECORDS = 64  # records per task of a parallel build (a worker holds one chunk)
 MAX_AUTO_WORKERS = 8
+# Bytes read at once when streaming records (fitting a normaliser): big enough that one read
+# covers many records, small enough that the process's memory does not grow with the dataset.
+STREAM_BYTES = 32 << 20
+ITEMSIZE = np.dtype(np.float32).itemsize
 
 
 def file_stamp(path: Path) -> list[int]:
@@ -69,7 +77,8 @@ def cache_key(spec: dict) -> str:
 
 
 class SignalCache:
-    """An opened cache: ``cache[i]`` is record i as (leads, samples) float32 (read-only)."""
+    """An opened cache: ``cache[i]`` is record i as a new (leads, samples) float32 array;
+    :meth:`gather` reads several into one array, :meth:`stream` reads many in large chunks."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -82,9 +91,15 @@ class SignalCache:
         self.meta = pd.read_csv(self.path / META, dtype={"record_id": str, "patient_id": str})
         self.meta["labels"] = _parse_labels(self.meta["labels"])
         self._flat: np.ndarray | None = None
+        self._fd: int | None = None
+        self._fd_pid = 0
+        self._fixed: tuple[int | None] | None = None
 
     @property
     def flat(self) -> np.ndarray:
+        """The whole signal file memory-mapped (read-only), for inspection and hashing: record
+        reads do not go through it (what it reads stays resident, see the module's note), except
+        on a system without ``os.preadv``."""
         # Opened lazily so DataLoader workers each map the file instead of pickling its data.
         if self._flat is None:
             size = int(self.offsets[-1])
@@ -102,7 +117,42 @@ class SignalCache:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_flat"] = None
+        state["_fd"] = None
         return state
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file the reads use (reopened by the next read)."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None and getattr(self, "_fd_pid", 0) == os.getpid():
+            with contextlib.suppress(OSError):  # already closed: nothing left to release
+                os.close(fd)
+
+    def _file(self) -> int:
+        # Per process: a forked worker opens its own, and never closes its parent's.
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd = os.open(self.path / SIGNALS, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def _read(self, out: np.ndarray, start: int) -> None:
+        """Fill ``out`` (C-contiguous float32) with the values from flat position ``start``."""
+        view = memoryview(out).cast("B")
+        if not _HAS_PREADV:
+            view[:] = memoryview(self.flat[start : start + out.size]).cast("B")
+            return
+        fd, offset = self._file(), start * ITEMSIZE
+        while len(view):
+            done = os.preadv(fd, [view], offset)
+            if done <= 0:
+                raise RecordError(
+                    f"{self.path / SIGNALS}: file ends at byte {offset}, the index needs "
+                    f"{(start + out.size) * ITEMSIZE} (a damaged cache: rebuild it with "
+                    "data.rebuild_cache=true)"
+                )
+            view, offset = view[done:], offset + done
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -113,17 +163,71 @@ class SignalCache:
 
     def fixed_length(self) -> int | None:
         """The common record length, or None when lengths vary."""
-        if len(self.lengths) and (self.lengths == self.lengths[0]).all():
-            return int(self.lengths[0])
-        return None
+        # Asked for every batch: worked out once (an opened cache never changes).
+        if self._fixed is None:
+            same = len(self.lengths) and (self.lengths == self.lengths[0]).all()
+            self._fixed = (int(self.lengths[0]) if same else None,)
+        return self._fixed[0]
 
     def __getitem__(self, i: int) -> np.ndarray:
         start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
-        return self.flat[start:stop].reshape(self.num_leads, -1)
+        out = np.empty((self.num_leads, (stop - start) // max(self.num_leads, 1)), np.float32)
+        self._read(out, start)
+        return out
+
+    def gather(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Records ``rows`` (all of one length) as one new (len(rows), leads, samples) array;
+        runs of consecutive records are read at once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        if len(rows) and (lengths != lengths[0]).any():
+            raise ValueError(f"SignalCache.gather: records of different lengths {set(lengths)}")
+        length = int(lengths[0]) if len(rows) else (self.fixed_length() or 0)
+        out = np.empty((len(rows), self.num_leads, length), np.float32)
+        for first, stop in _runs(rows):
+            self._read(out[first:stop], int(self.offsets[rows[first]]))
+        return out
+
+    def stream(self, rows: Iterable[int], chunk_bytes: int = STREAM_BYTES) -> Iterator[np.ndarray]:
+        """Records ``rows`` in order, read in chunks of about ``chunk_bytes`` (records next to
+        each other in the file in one read): the process holds one chunk, whatever the number
+        of records. Each record is a view of its chunk's array."""
+        pending: list[int] = []
+        size = 0
+        for j in rows:
+            pending.append(int(j))
+            size += int(self.offsets[j + 1] - self.offsets[j]) * ITEMSIZE
+            if size >= chunk_bytes:
+                yield from self._chunk(pending)
+                pending, size = [], 0
+        if pending:
+            yield from self._chunk(pending)
+
+    def _chunk(self, rows: list[int]) -> Iterator[np.ndarray]:
+        starts = self.offsets[rows]
+        sizes = self.offsets[np.asarray(rows) + 1] - starts
+        buf = np.empty(int(sizes.sum()), np.float32)
+        at = np.concatenate([[0], np.cumsum(sizes)])
+        for first, stop in _runs(np.asarray(rows)):
+            self._read(buf[at[first] : at[stop]], int(starts[first]))
+        for k in range(len(rows)):
+            yield buf[at[k] : at[k + 1]].reshape(self.num_leads, -1)
 
     @property
     def skipped(self) -> list[dict]:
         return self.spec.get("skipped", [])
+
+
+_HAS_PREADV = hasattr(os, "preadv")
+
+
+def _runs(rows: np.ndarray) -> Iterator[tuple[int, int]]:
+    """``(first, stop)`` positions of the runs of consecutive record numbers in ``rows``."""
+    if not len(rows):
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = [0, *breaks.tolist(), len(rows)]
+    yield from zip(edges[:-1], edges[1:])
 
 
 def _parse_labels(column: pd.Series) -> pd.Series:

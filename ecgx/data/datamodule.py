@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ecgx.data.cache import SignalCache, build_or_open
 from ecgx.data.splits import SPLITS
@@ -20,7 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class ECGDataset(Dataset):
-    """Records of one split from an opened cache, normalised and (in training) augmented."""
+    """Records of one split from an opened cache, normalised and (in training) augmented.
+
+    A DataLoader with automatic batching asks for whole batches (:meth:`__getitems__`): the
+    batch's records are read into one array and transformed together, the random numbers of
+    the whole batch drawn from one generator; ``dataset[i]`` is one record on its own.
+    """
 
     def __init__(
         self,
@@ -41,18 +47,59 @@ class ECGDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.indices[i])
-        x = self.cache[j]
+        x = self._sample(self.cache[j], self._rng())
+        return {"signal": torch.from_numpy(x), "target": torch.from_numpy(self.targets[j]),
+                "index": j}  # fmt: skip
+
+    def __getitems__(self, positions: Sequence[int]) -> Batch | list[dict[str, Any]]:
+        rows = self.indices[np.asarray(positions, dtype=np.int64)]
+        rng = self._rng()  # one per batch: a generator costs more than a record's transforms
+        if len(rows) and self.cache.fixed_length() is not None:
+            x = self.transform.apply_batch(self.cache.gather(rows), rng)
+            return Batch(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                         torch.from_numpy(self.targets[rows]),
+                         torch.from_numpy(rows.astype(np.int64, copy=False)))  # fmt: skip
+        # Records of varying length: one by one, as default_collate expects them.
+        return [{"signal": torch.from_numpy(self._sample(self.cache[int(j)], rng)),
+                 "target": torch.from_numpy(self.targets[j]), "index": int(j)}
+                for j in rows]  # fmt: skip
+
+    def _rng(self) -> np.random.Generator | None:
+        # Seeded from torch's generator, which Lightning seeds per run (and restores on resume)
+        # and DataLoader per worker: augmentation is reproducible and differs between epochs
+        # and workers.
+        return np.random.default_rng(int(torch.randint(2**62, ()).item())) if self.train else None
+
+    def _sample(self, x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         if self.transform.normalize is not None:
             x = self.transform.normalize(x)
-        # Seeded from torch's generator, which Lightning seeds per run and DataLoader per worker,
-        # so augmentation is reproducible and differs between epochs and workers.
-        rng = np.random.default_rng(int(torch.randint(2**62, ()).item())) if self.train else None
-        x = self.transform.apply_online(x, rng)
-        return {
-            "signal": torch.from_numpy(np.array(x, dtype=np.float32)),
-            "target": torch.from_numpy(self.targets[j]),
-            "index": j,
-        }
+        return np.array(self.transform.apply_online(x, rng), dtype=np.float32)
+
+
+class Batch(Sequence):
+    """A batch already stacked by :meth:`ECGDataset.__getitems__`. :func:`collate` passes it
+    through as the batch dict; to any other collate function (``default_collate`` of a plain
+    DataLoader) it is the sequence of its samples, which that function stacks again."""
+
+    def __init__(self, signal: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        self.signal, self.target, self.index = signal, target, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return {"signal": self.signal[i], "target": self.target[i], "index": int(self.index[i])}
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"signal": self.signal, "target": self.target, "index": self.index}
+
+
+def collate(batch: Any) -> Any:
+    """The loaders' collate function: a :class:`Batch` as it is, anything else as
+    ``default_collate`` makes it."""
+    return batch.as_dict() if isinstance(batch, Batch) else default_collate(batch)
 
 
 class ECGDataModule(L.LightningDataModule):
@@ -151,7 +198,8 @@ class ECGDataModule(L.LightningDataModule):
             if self._fitted_state is not None:
                 normalize.load_state_dict(self._fitted_state)
             else:
-                normalize.fit(cache[int(j)] for j in self.indices["train"])
+                # Streamed in chunks read from the file: memory stays that of one chunk.
+                normalize.fit(cache.stream(self.indices["train"]))
         for name in SPLITS:
             self._datasets[name] = ECGDataset(
                 cache, self.indices[name], y, self.transform, train=name == "train"
@@ -194,6 +242,7 @@ class ECGDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
         )
 
     def train_dataloader(self) -> DataLoader:

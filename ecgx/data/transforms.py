@@ -7,8 +7,11 @@
 
 A :class:`TransformPipeline` holds the three lists; the ``transform/`` config group builds one.
 
-Online transforms never write into their input: without a fitted normaliser it is a read-only
-view of the memory-mapped cache.
+Online transforms never write into their input. Each has a batched form,
+:meth:`OnlineTransform.batch`, over a stack of records ``(batch, leads, samples)``: the data
+module's loader uses it (vectorised where the transform allows, else one record at a time) and
+:meth:`TransformPipeline.apply_batch` moves the fitted normaliser after the leading crops, where
+the result is the same but the work is on the cropped samples only.
 """
 
 from __future__ import annotations
@@ -95,15 +98,36 @@ class FixedLength(OfflineTransform):
 
 
 def _crop_or_pad(x: np.ndarray, length: int, align: str) -> np.ndarray:
+    # Along the last axis only, so one record (leads, samples) and a batch of them alike.
     n = x.shape[-1]
     if n == length:
         return x
     if n > length:
         s = {"left": 0, "right": n - length, "center": (n - length) // 2}[align]
-        return x[:, s : s + length]
+        return x[..., s : s + length]
     pad = length - n
     before = {"left": 0, "right": pad, "center": pad // 2}[align]
-    return np.pad(x, ((0, 0), (before, pad - before)))
+    return _pad_time(x, before, pad - before)
+
+
+def _pad_time(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
+
+
+def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """``x[b, :, starts[b]:starts[b] + length]`` for every record b of a batch, as one gather."""
+    view = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)
+    return view[np.arange(len(x)), :, starts]
+
+
+def _add_where_drawn(x: np.ndarray, drawn: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """``x`` plus ``added`` (one row per drawn record) on the records whose draw fired; the
+    others keep their values bit for bit (``x + 0`` would turn -0.0 into 0.0)."""
+    if not drawn.any():
+        return x
+    out = x.copy()
+    out[drawn] += added
+    return out
 
 
 class Notch(OfflineTransform):
@@ -173,6 +197,8 @@ class Standardize:
 
     ``per_lead=False`` is one scalar mean and std over every training value (the IMLE-Net
     seed's StandardScaler on the flattened data); ``per_lead=True`` one pair per lead.
+    Pointwise per lead, so it gives the same values before or after a crop (see
+    :meth:`TransformPipeline.apply_batch`), and works on a record or a batch of records.
     """
 
     def __init__(self, per_lead: bool = False, eps: float = 1e-8) -> None:
@@ -222,6 +248,7 @@ class MinMax:
 
     ``per_lead=True`` is one (min, max) pair per lead, else one over every value. A lead that is
     constant in training maps to 0 instead of dividing by zero (the SE-ResNet seed's bug).
+    Pointwise per lead, like :class:`Standardize`.
     """
 
     def __init__(self, per_lead: bool = True) -> None:
@@ -258,8 +285,27 @@ class MinMax:
 
 
 class OnlineTransform(_Settings):
+    """``__call__`` transforms one record (leads, samples) in training; ``eval``, where a
+    subclass has it, is its deterministic form in evaluation (those without are skipped there).
+    """
+
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A batch (records, leads, samples) in training: each record as ``__call__`` would
+        treat it, the random numbers drawn from ``rng`` (other draws than record by record).
+        This fallback calls ``__call__`` on each record; subclasses vectorise it."""
+        return np.stack([self(record, rng) for record in x])
+
+    def batch_eval(self, x: np.ndarray) -> np.ndarray:
+        """A batch in evaluation (only for subclasses with ``eval``)."""
+        return np.stack([self.eval(record) for record in x])  # type: ignore[attr-defined]
+
+    def selects(self, length: int | None) -> bool:
+        """True when, given records of ``length`` samples, it only picks samples of the input
+        (a crop): a pointwise per-lead map such as the fitted normaliser then commutes with it."""
+        return False
 
     def output_length(self, length: int | None) -> int | None:
         """Samples out given samples in (``None``: records of varying length)."""
@@ -273,15 +319,28 @@ class RandomCrop(OnlineTransform):
         self.length = int(length)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = x.shape[-1]
-        if n < self.length:
-            raise ConfigValueError(f"RandomCrop.length={self.length} exceeds the record length {n}")
-        start = int(rng.integers(0, n - self.length + 1))
+        self._check(x.shape[-1])
+        start = int(rng.integers(0, x.shape[-1] - self.length + 1))
         return x[:, start : start + self.length]
+
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = x.shape[-1]
+        self._check(n)
+        return _windows(x, rng.integers(0, n - self.length + 1, size=len(x)), self.length)
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         start = (x.shape[-1] - self.length) // 2
-        return x[:, start : start + self.length]
+        return x[..., start : start + self.length]
+
+    def batch_eval(self, x: np.ndarray) -> np.ndarray:
+        return self.eval(x)
+
+    def selects(self, length: int | None) -> bool:
+        return True  # a shorter record is an error, never padded
+
+    def _check(self, n: int) -> None:
+        if n < self.length:
+            raise ConfigValueError(f"RandomCrop.length={self.length} exceeds the record length {n}")
 
     def output_length(self, length: int | None) -> int | None:
         return self.length
@@ -296,6 +355,9 @@ class GaussianNoise(OnlineTransform):
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return x + rng.normal(0.0, self.std, size=x.shape).astype(x.dtype)
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self(x, rng)  # independent per value: the batch is one array of them
+
 
 class AmplitudeScale(OnlineTransform):
     """Each lead times its own factor from N(1, ``sigma``) with probability ``p``."""
@@ -307,6 +369,12 @@ class AmplitudeScale(OnlineTransform):
         if rng.random() >= self.p:
             return x
         return x * rng.normal(1.0, self.sigma, size=(x.shape[0], 1)).astype(x.dtype)
+
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        drawn = rng.random(len(x)) < self.p
+        factors = np.ones((*x.shape[:2], 1), dtype=x.dtype)  # x * 1 is x exactly
+        factors[drawn] = rng.normal(1.0, self.sigma, size=(int(drawn.sum()), x.shape[1], 1))
+        return x * factors
 
 
 class RandomClip(OnlineTransform):
@@ -328,11 +396,26 @@ class RandomClip(OnlineTransform):
         left = int(rng.integers(0, self.length - n + 1))
         return np.pad(x, ((0, 0), (left, self.length - n - left)))
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = x.shape[-1]
+        if n >= self.length:
+            return _windows(x, rng.integers(0, n - self.length + 1, size=len(x)), self.length)
+        out = np.zeros((*x.shape[:-1], self.length), dtype=x.dtype)
+        for b, left in enumerate(rng.integers(0, self.length - n + 1, size=len(x))):
+            out[b, :, left : left + n] = x[b]
+        return out
+
     def eval(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[-1]
         if n >= self.length:
-            return x[:, : self.length]
-        return np.pad(x, ((0, 0), (0, self.length - n)))
+            return x[..., : self.length]
+        return _pad_time(x, 0, self.length - n)
+
+    def batch_eval(self, x: np.ndarray) -> np.ndarray:
+        return self.eval(x)
+
+    def selects(self, length: int | None) -> bool:
+        return length is not None and length >= self.length
 
     def output_length(self, length: int | None) -> int | None:
         return self.length
@@ -355,8 +438,17 @@ class CropOrPad(OnlineTransform):
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.eval(x)
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.eval(x)
+
     def eval(self, x: np.ndarray) -> np.ndarray:
         return _crop_or_pad(x, self.length, self.align)
+
+    def batch_eval(self, x: np.ndarray) -> np.ndarray:
+        return self.eval(x)
+
+    def selects(self, length: int | None) -> bool:
+        return length is not None and length >= self.length
 
     def output_length(self, length: int | None) -> int | None:
         return self.length
@@ -375,11 +467,18 @@ class RecordMinMax(OnlineTransform):
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.eval(x)
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.eval(x)
+
     def eval(self, x: np.ndarray) -> np.ndarray:
-        axis = -1 if self.per_lead else None
+        # Over the last one or two axes: each record of a batch has its own min and max.
+        axis = -1 if self.per_lead else (-2, -1)
         lo = np.min(x, axis=axis, keepdims=True)
         span = np.max(x, axis=axis, keepdims=True) - lo
         return (x - lo) / np.where(span > 0, span, 1.0).astype(x.dtype)
+
+    def batch_eval(self, x: np.ndarray) -> np.ndarray:
+        return self.eval(x)
 
 
 class AmplitudeOffset(OnlineTransform):
@@ -398,6 +497,11 @@ class AmplitudeOffset(OnlineTransform):
             return x
         k = rng.integers(self.low, self.high + 1, size=(x.shape[0], 1))
         return x + (k * self.step).astype(x.dtype)
+
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        drawn = rng.random(len(x)) < self.p
+        k = rng.integers(self.low, self.high + 1, size=(int(drawn.sum()), x.shape[1], 1))
+        return _add_where_drawn(x, drawn, (k * self.step).astype(x.dtype))
 
 
 class BaselineWander(OnlineTransform):
@@ -427,6 +531,16 @@ class BaselineWander(OnlineTransform):
         t = np.arange(x.shape[-1]) / self.fs
         return x + (amp * np.sin(2 * np.pi * freq * t + phase)).astype(x.dtype)
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        drawn = rng.random(len(x)) < self.p
+        leads = (int(drawn.sum()), x.shape[1], 1)
+        freq = self.max_freq * (1.0 - rng.random(leads))
+        phase = rng.uniform(0.0, 2 * np.pi, leads)
+        amp = rng.uniform(0.0, self.amplitude, leads)
+        t = np.arange(x.shape[-1]) / self.fs
+        wander = (amp * np.sin(2 * np.pi * freq * t + phase)).astype(x.dtype)
+        return _add_where_drawn(x, drawn, wander)
+
 
 class LeadDropout(OnlineTransform):
     """Zero each lead with probability ``p``; one random lead survives if all would drop, so a
@@ -440,6 +554,12 @@ class LeadDropout(OnlineTransform):
         if not keep.any():
             keep[rng.integers(x.shape[0])] = True
         return x * keep[:, None].astype(x.dtype)
+
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        keep = rng.random(x.shape[:2]) >= self.p
+        none = np.flatnonzero(~keep.any(axis=1))
+        keep[none, rng.integers(x.shape[1], size=len(none))] = True
+        return x * keep[:, :, None].astype(x.dtype)
 
 
 class TransformPipeline:
@@ -477,6 +597,31 @@ class TransformPipeline:
             elif hasattr(t, "eval"):
                 x = t.eval(x)
         return x
+
+    def apply_batch(self, x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Normalisation and the online transforms on a batch ``(records, leads, samples)`` of
+        cached records: each record as ``apply_online(normalize(record))`` would give it (in
+        training with other random draws, all taken from ``rng``; ``None``: evaluation).
+
+        The normaliser is pointwise per lead, so it runs after the leading transforms that only
+        pick samples (crops): the same values, computed on the samples kept only.
+        """
+        steps = [t for t in self.online if rng is not None or hasattr(t, "eval")]
+        first = 0
+        length: int | None = x.shape[-1]
+        while first < len(steps) and steps[first].selects(length):
+            length = steps[first].output_length(length)
+            first += 1
+        for pos, t in enumerate(steps):
+            if pos == first:
+                x = self._normalize_batch(x)
+            x = t.batch(x, rng) if rng is not None else t.batch_eval(x)
+        if first == len(steps):
+            x = self._normalize_batch(x)
+        return x
+
+    def _normalize_batch(self, x: np.ndarray) -> np.ndarray:
+        return x if self.normalize is None else self.normalize(x)
 
     def output_length(self, length: int | None) -> int | None:
         """Samples per batch item given the cached length (``None`` where it varies, which a

@@ -133,3 +133,65 @@ def test_cinc_cache_key_changes_when_records_are_added(tmp_path) -> None:
     for ext in ("hea", "mat"):
         shutil.copy(source / f"A0003.{ext}", tmp_path)
     assert CinC(tmp_path, edition=2020).signal_spec() != before
+
+
+# -- reads: pread into new arrays, gathers, streams --------------------------------------------
+def _varying(tmp_path) -> SignalCache:
+    return build_or_open(tmp_path, {"x": "reads"}, _meta(9), CountingReader(), _identity)
+
+
+def test_reads_return_exactly_the_mapped_values_in_new_arrays(tmp_path) -> None:
+    cache = _varying(tmp_path)
+    for i in range(len(cache)):
+        start, stop = int(cache.offsets[i]), int(cache.offsets[i + 1])
+        record = cache[i]
+        np.testing.assert_array_equal(record, cache.flat[start:stop].reshape(12, -1))
+        assert record.dtype == np.float32 and record.flags.owndata and record.flags.writeable
+    cache[4][:] = -1.0  # a caller's array: the cache itself is untouched
+    np.testing.assert_array_equal(cache[4], CountingReader()(_meta(9).iloc[4]).signal)
+
+
+def test_gather_and_stream_match_record_by_record_reads(tmp_path) -> None:
+    crop = FixedLength(80)
+    fixed = build_or_open(tmp_path / "fixed", {"x": "gather"}, _meta(9), CountingReader(), crop)
+    rows = [5, 6, 7, 2, 0, 1, 8]  # runs of neighbours (one read each) and jumps
+    np.testing.assert_array_equal(fixed.gather(rows), np.stack([fixed[j] for j in rows]))
+    assert fixed.gather([]).shape == (0, 12, 80)
+
+    cache = _varying(tmp_path / "varying")
+    with pytest.raises(ValueError, match="different lengths"):
+        cache.gather([0, 1])
+    rows = [3, 4, 5, 0, 8, 7, 1, 2]
+    for chunk_bytes in (1, 3 * 12 * 104 * 4, 1 << 30):  # one record a read ... all at once
+        streamed = list(cache.stream(rows, chunk_bytes=chunk_bytes))
+        assert len(streamed) == len(rows)
+        for j, record in zip(rows, streamed, strict=True):
+            np.testing.assert_array_equal(record, cache[j])
+
+
+def test_a_truncated_signal_file_is_named(tmp_path) -> None:
+    cache = _varying(tmp_path)
+    path = cache.path / "signals.f32"
+    path.write_bytes(path.read_bytes()[:-100])
+    reopened = SignalCache(cache.path)
+    _ = reopened[0]
+    with pytest.raises(
+        RecordError, match=r"signals\.f32: file ends at byte .* data\.rebuild_cache"
+    ):
+        reopened[8]
+
+
+def test_reads_work_in_a_forked_worker(tmp_path) -> None:
+    import multiprocessing as mp
+
+    cache = _varying(tmp_path)
+    _ = cache[0]  # the parent's file is open before the fork
+    with mp.get_context("fork").Pool(1) as pool:
+        sums = pool.map(_record_sum, [(cache, j) for j in range(len(cache))])
+    assert sums == [float(cache[j].sum()) for j in range(len(cache))]
+    np.testing.assert_array_equal(cache[3], CountingReader()(_meta(9).iloc[3]).signal)
+
+
+def _record_sum(args: tuple[SignalCache, int]) -> float:
+    cache, j = args
+    return float(cache[j].sum())

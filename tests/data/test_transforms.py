@@ -19,6 +19,7 @@ from ecgx.data.transforms import (
     LeadSubset,
     MinMax,
     Notch,
+    OnlineTransform,
     RandomClip,
     RandomCrop,
     RecordMinMax,
@@ -332,3 +333,128 @@ def test_minmax_through_the_datamodule(compose_train) -> None:
 def test_standardize_still_fits() -> None:
     norm = Standardize(per_lead=True).fit([np.array([[1.0, 3.0], [2.0, 2.0]], np.float32)])
     np.testing.assert_allclose(norm.mean[:, 0], [2.0, 2.0])
+
+
+# -- batched forms (the data module's loader) --------------------------------------------------
+def _batch(rng: np.random.Generator, n: int = 16, samples: int = 1000) -> np.ndarray:
+    x = rng.normal(size=(n, 12, samples)).astype(np.float32)
+    x.setflags(write=False)  # never written into, as the per-record forms
+    return x
+
+
+def test_batched_crops_are_windows_inside_the_records(rng) -> None:
+    x = _batch(rng, n=64)
+    for t in (RandomCrop(250), RandomClip(250)):
+        out = t.batch(x, rng)
+        assert out.shape == (64, 12, 250)
+        starts = [
+            next(s for s in range(751) if np.array_equal(out[b], x[b, :, s : s + 250]))
+            for b in range(64)
+        ]
+        assert len(set(starts)) > 20  # one draw per record
+    with pytest.raises(ConfigValueError, match="RandomCrop.length=2000 exceeds"):
+        RandomCrop(2000).batch(x, rng)
+    # Shorter than the clip: the whole record somewhere, zeros around it (the seed's padding).
+    padded = RandomClip(1200).batch(x, rng)
+    for b in range(len(x)):
+        left = int(np.flatnonzero(padded[b, 0])[0])
+        np.testing.assert_array_equal(padded[b, :, left : left + 1000], x[b])
+        assert not padded[b, :, :left].any() and not padded[b, :, left + 1000 :].any()
+
+
+def test_batched_augmentations_keep_the_per_record_semantics(rng) -> None:
+    x = _batch(rng, n=400, samples=200)
+    scaled = AmplitudeScale(sigma=0.1, p=0.5).batch(x, rng)
+    factors = scaled[..., 0] / x[..., 0]
+    np.testing.assert_allclose(scaled, x * factors[..., None], rtol=1e-6)  # one factor a lead
+    kept = (factors == 1.0).all(axis=1)
+    assert 120 < kept.sum() < 280  # p = 0.5 of the records, untouched bit for bit
+    np.testing.assert_array_equal(scaled[kept], x[kept])
+    assert 0.08 < factors[~kept].std() < 0.12 and abs(factors[~kept].mean() - 1) < 0.01
+
+    shifted = AmplitudeOffset(p=0.5, low=-20, high=19, step=0.001).batch(x, rng)
+    k = np.round((shifted - x)[..., 0] / 0.001)
+    assert k.min() == -20 and k.max() == 19
+    moved = (shifted != x).any(axis=(1, 2))
+    assert 120 < moved.sum() < 280
+    np.testing.assert_array_equal(shifted[~moved], x[~moved])
+
+    wander = BaselineWander(amplitude=0.1, max_freq=0.5, fs=100.0, p=0.5).batch(x, rng) - x
+    assert 120 < (wander != 0).any(axis=(1, 2)).sum() < 280 and np.abs(wander).max() <= 0.1 + 1e-6
+
+    dropped = LeadDropout(p=1.0).batch(x, rng)
+    assert ((dropped != 0).any(axis=-1).sum(axis=1) == 1).all()  # one lead survives in each
+    np.testing.assert_array_equal(LeadDropout(p=0.0).batch(x, rng), x)
+    assert abs((GaussianNoise(std=0.1).batch(x, rng) - x).std() - 0.1) < 0.01
+
+
+def test_deterministic_batched_forms_equal_the_per_record_ones(rng) -> None:
+    x = _batch(rng, samples=900)
+    for t in (CropOrPad(1200, "right"), CropOrPad(500, "center"), RecordMinMax(True),
+              RecordMinMax(False), RandomClip(1200), RandomClip(400), RandomCrop(300)):  # fmt: skip
+        np.testing.assert_array_equal(t.batch_eval(x), np.stack([t.eval(r) for r in x]))
+    for t in (CropOrPad(1200), RecordMinMax(False)):
+        np.testing.assert_array_equal(t.batch(x, rng), np.stack([t(r, rng) for r in x]))
+
+
+class _Flip(OnlineTransform):
+    """A transform without a batched form of its own."""
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return -x if rng.random() < 0.5 else x
+
+
+def test_a_transform_without_a_batched_form_runs_record_by_record(rng) -> None:
+    x = _batch(rng, n=64)
+    out = _Flip().batch(x, rng)
+    flipped = (out == -x).all(axis=(1, 2))
+    assert 10 < flipped.sum() < 54
+    np.testing.assert_array_equal(out[~flipped], x[~flipped])
+
+
+def _fitted(normalize: Standardize | MinMax, rng: np.random.Generator) -> Standardize | MinMax:
+    return normalize.fit(list(3.0 + 2.0 * rng.normal(size=(8, 12, 1000)).astype(np.float32)))
+
+
+@pytest.mark.parametrize(
+    "online",
+    [
+        [RandomCrop(250), AmplitudeScale(p=0.5)],
+        [RandomClip(1200), RecordMinMax()],  # a pad: the normaliser stays first
+        [AmplitudeScale(p=1.0), AmplitudeOffset(p=1.0), CropOrPad(600)],
+        [],
+    ],
+)
+@pytest.mark.parametrize("normalize", [Standardize(per_lead=False), MinMax(per_lead=True), None])
+def test_pipeline_batches_equal_normalise_then_online(online, normalize, rng) -> None:
+    pipeline = TransformPipeline(normalize=normalize and _fitted(normalize, rng), online=online)
+    x = _batch(rng)
+    normalised = x if normalize is None else pipeline.normalize(x)
+    # Evaluation: what apply_online gives each normalised record, bit for bit.
+    np.testing.assert_array_equal(
+        pipeline.apply_batch(x, None),
+        np.stack([pipeline.apply_online(r, None) for r in normalised]),
+    )
+    # Training: normalising after the crops changes nothing either (same draws, same values).
+    expected = normalised
+    draws = np.random.default_rng(7)
+    for t in online:
+        expected = t.batch(expected, draws)
+    np.testing.assert_array_equal(pipeline.apply_batch(x, np.random.default_rng(7)), expected)
+
+
+def test_the_normaliser_moves_after_the_leading_crops_only() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    class Spy(Standardize):
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            calls.append(x.shape)
+            return super().__call__(x)
+
+    norm = Spy().fit([np.ones((12, 10), np.float32)])
+    x = np.zeros((4, 12, 1000), np.float32)
+    rng = np.random.default_rng(0)
+    for online in ([RandomCrop(250), AmplitudeScale()], [RandomClip(1200)],  # the clip pads
+                   [CropOrPad(500), RandomClip(300)]):  # fmt: skip
+        TransformPipeline(normalize=norm, online=online).apply_batch(x, rng)
+    assert calls == [(4, 12, 250), (4, 12, 1000), (4, 12, 300)]
