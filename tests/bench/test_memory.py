@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ecgx.bench import memory
 from ecgx.bench.command import compose_bench
-from ecgx.bench.core import Context, Report
+from tests.helpers.bench import quick_figures
 
 
 def test_synthetic_cache_is_the_data_modules_cache(tmp_path: Path) -> None:
@@ -47,12 +46,7 @@ def test_status_of_a_live_and_of_a_gone_process() -> None:
 def test_memory_suite_quick(tmp_path: Path) -> None:
     cfg = compose_bench(["memory.quick_records=200", "memory.quick_steps=4",
                          "memory.samples=2000"]).memory  # fmt: skip
-    ctx = Context(quick=True, repeats=1, device="cpu", workdir=tmp_path, threads=2)
-    report = Report({})
-    report.add(memory.run(cfg, ctx))
-    figures = {f.name: f for f in report.figures}
-    for fig in figures.values():
-        assert fig.values and all(math.isfinite(v) and v > 0 for v in fig.values), fig.name
+    figures = quick_figures(memory, cfg, tmp_path)
     assert figures["cache size"].median == pytest.approx(200 * 12 * 2000 * 4 / 1e9)
     hwm, anon = figures["peak RSS (VmHWM)"], figures["peak anonymous RSS (RssAnon)"]
     assert hwm.target == anon.target == "<= 3"

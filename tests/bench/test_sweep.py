@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from omegaconf import OmegaConf
 
 from ecgx.bench import sweep
 from ecgx.bench.command import compose_bench
-from ecgx.bench.core import Context, Report
 from ecgx.tracking.callbacks import FIRST_STEP_ENV, FirstStepTime
+from tests.helpers.bench import quick_figures
 
 
 def _process_start() -> float:
@@ -101,12 +100,7 @@ def test_phases_add_up_to_the_first_batch() -> None:
 def test_sweep_suite_quick(tmp_path: Path, synthetic_root: Path) -> None:
     cfg = compose_bench([f"sweep.dataset_root={synthetic_root}"]).sweep
     OmegaConf.set_struct(cfg, False)
-    ctx = Context(quick=True, repeats=1, device="cpu", workdir=tmp_path, threads=2)
-    report = Report({})
-    report.add(sweep.run(cfg, ctx))
-    figures = {f.name: f for f in report.figures}
-    for fig in figures.values():
-        assert fig.values and all(math.isfinite(v) and v > 0 for v in fig.values), fig.name
+    figures = quick_figures(sweep, cfg, tmp_path)
     start = figures["one job: start to first step"]
     assert start.target == "<= 6" and start.met is not None
     assert start.median < figures["one job: whole process, stopped after step 1"].median
@@ -121,4 +115,4 @@ def test_sweep_suite_quick(tmp_path: Path, synthetic_root: Path) -> None:
     assert every == pytest.approx(max(figures[n].median for n in jobs))
     assert every < figures[f"multirun: start to end ({cfg.multirun_steps} steps, val, test)"].median
     assert "torch" in figures["import ecgx.train (fresh interpreter)"].note
-    json.dumps(report.as_dict())  # the report is serialisable
+    json.dumps([f.as_dict() for f in figures.values()])  # the report is serialisable
