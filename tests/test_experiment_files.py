@@ -16,6 +16,8 @@ def test_required_and_sweep_are_inherited_from_parent_files() -> None:
     # vision/resnet18 -> vision/chapman_stage2_finetune (required: [init_from]) -> stage 1
     assert read_experiment("vision/resnet18").missing == ["init_from"]
     assert read_experiment("vision/chapman_stage1_head").missing == []
+    # a dotted key: the T-wave regression needs the PTB-XL+ features table
+    assert read_experiment("xai4ecg/twave_regression_lenet").missing == ["dataset.features_csv"]
     assert read_experiment("seresnet18/cinc2020_5fold").sweep == {"split.fold": "0,1,2,3,4"}
     assert read_experiment("imle_net/ptbxl_superdiagnostic").sweep == {}
 
