@@ -63,8 +63,8 @@ def run(cfg: Any, ctx: Context) -> list[Figure]:
                note=f"{shape} float32, written in {write_s:.1f} s", params={"records": n}),
         Figure(SUITE, "peak RSS (VmHWM)", "GB", [peak["VmHWM"] / GB], target=target,
                note=f"`ecgx train`, compact ResNet, batch {int(cfg.batch_size)}, {steps} steps and "
-               f"{int(cfg.val_batches)} validation batches; counts the cache "
-               "pages read through the memory map (reclaimable page cache)"),
+               f"{int(cfg.val_batches)} validation batches; includes any file pages the "
+               "process maps (records are read with preadv, so the cache's are not)"),
         Figure(SUITE, "peak RSS (ru_maxrss)", "GB", [peak["ru_maxrss"] / GB]),
         Figure(SUITE, "peak anonymous RSS (RssAnon)", "GB", [peak["RssAnon"] / GB],
                target=target, note="the process's own memory: grows with the batch, not the "
