@@ -97,6 +97,28 @@ class Context:
     threads: int
 
 
+def sync(device: str, *_: Any) -> None:
+    """Wait for queued GPU work (timings of CUDA calls end when the work does); extra
+    arguments are ignored so a result can be passed through in a lambda."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def compose_train(overrides: list[str]) -> Any:
+    """``conf/train.yaml`` as ``ecgx train`` composes it, outside a Hydra run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ecgx.paths import config_dir
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     import numpy
     import torch

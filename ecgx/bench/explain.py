@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ecgx.bench.core import Context, Figure
+from ecgx.bench.core import Context, Figure, sync
 from ecgx.bench.train import timed
 from ecgx.errors import ConfigValueError
 from ecgx.explain import methods as m
@@ -140,11 +140,6 @@ def evaluations(method: m.Method, x: torch.Tensor) -> tuple[int, bool]:
     return 1, True
 
 
-def _sync(device: str, *_: Any) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _records(model: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, *model.input_shape, generator=gen)
@@ -166,13 +161,13 @@ class _UnitCosts:
             def forward() -> None:
                 with torch.no_grad():
                     self.model(x)
-                _sync(self.s.device)
+                sync(self.s.device)
 
             def forward_backward() -> None:
                 inputs = x.detach().requires_grad_()
                 out = self.model(inputs)
                 torch.autograd.grad(out.gather(1, target).sum(), inputs)
-                _sync(self.s.device)
+                sync(self.s.device)
 
             fn = forward_backward if backward else forward
             self.seconds[rows, backward] = timed(fn, max(3, self.s.repeats), self.s.budget_s,
@@ -215,7 +210,7 @@ def method_figures(method_name: str, model_name: str, model: nn.Module, x: torch
 
     def attribute() -> None:
         method.attribute(x, targets)
-        _sync(s.device)
+        sync(s.device)
 
     method.attribute(x[:1], targets[:1])  # its model check and lazy set-up, not timed
     calls: list[int] = []
@@ -257,7 +252,7 @@ def _batching_figures(method: m.Method, name: str, x: torch.Tensor, targets: tor
     size = method.batch_size
     method.batch_size = 1
     try:
-        seconds = timed(lambda: _sync(s.device, method.attribute(x[:n], targets[:n])),
+        seconds = timed(lambda: sync(s.device, method.attribute(x[:n], targets[:n])),
                         s.repeats, s.budget_s, s.min_repeat_s,
                         warmup=lambda: method.attribute(x[:1], targets[:1]))  # fmt: skip
     finally:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from ecgx.bench.core import Context, Figure, rates, repeat
+from ecgx.bench.core import Context, Figure, compose_train, rates, repeat
 from ecgx.bench.ingest import frozen_gc, prepare_set, samples_dir
 from ecgx.errors import ConfigValueError
 
@@ -109,14 +109,10 @@ def measure_train_step(name: str, batch: int, steps: int, ctx: Context) -> Figur
 
 
 def _compose(overrides: list[str], cache_dir: Path) -> DictConfig:
-    """``conf/train.yaml`` as ``ecgx train`` composes it, with these overrides."""
-    from hydra import compose, initialize_config_dir
+    from ecgx.paths import project_root
 
-    from ecgx.paths import config_dir, project_root
-
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.root_dir={project_root()}",
-                                           f"paths.cache_dir={cache_dir}"])  # fmt: skip
+    return compose_train([*overrides, f"paths.root_dir={project_root()}",
+                          f"paths.cache_dir={cache_dir}"])  # fmt: skip
 
 
 def measure_loader(

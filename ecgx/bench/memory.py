@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ecgx.bench.core import Context, Figure
+from ecgx.bench.core import Context, Figure, compose_train
+from ecgx.paths import project_root
 
 SUITE = "memory"
 LEADS = 12
@@ -165,17 +166,11 @@ def _leads() -> tuple[str, ...]:
 
 
 def _compose(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from ecgx.paths import config_dir
 
     os.environ.setdefault("ECGX_ROOT", str(config_dir().parent))
     # paths.output_dir interpolates ${hydra:...}; it is overridden, so no Hydra run is needed.
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_train(overrides)
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -203,7 +198,7 @@ def train_child(overrides: list[str], log: Path, timeout: float, every: float) -
     log.parent.mkdir(parents=True, exist_ok=True)
     peaks = dict.fromkeys(_FIELDS, 0)
     env = {**os.environ}
-    env.setdefault("ECGX_ROOT", str(_project_root()))
+    env.setdefault("ECGX_ROOT", str(project_root()))
     t0 = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen([*ecgx_command(), "train", *overrides], stdout=out,
@@ -245,9 +240,3 @@ def _wait(child: subprocess.Popen, timeout: float) -> tuple[int, Any]:
             child.returncode = os.waitstatus_to_exitcode(status)
             raise TimeoutError(f"ecgx train (memory) ran past {timeout:g} s")
         time.sleep(0.05)
-
-
-def _project_root() -> Path:
-    from ecgx.paths import project_root
-
-    return project_root()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgx.bench.core import Context, Figure
+from ecgx.paths import project_root
 
 SUITE = "sweep"
 CALLBACK = "ecgx.tracking.callbacks.FirstStepTime"
@@ -115,21 +116,15 @@ def ecgx_command() -> list[str]:
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, **(extra or {})}
-    env.setdefault("ECGX_ROOT", str(_project_root()))
+    env.setdefault("ECGX_ROOT", str(project_root()))
     return env
-
-
-def _project_root() -> Path:
-    from ecgx.paths import project_root
-
-    return project_root()
 
 
 def _spawn(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, float]:
     """Run a command; (wall-clock time just before spawning it, its duration)."""
     t0 = time.time()
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=_project_root())  # fmt: skip
+                          cwd=project_root())  # fmt: skip
     if done.returncode != 0:
         tail = (done.stderr or done.stdout)[-1500:]
         raise RuntimeError(f"{' '.join(args[:3])} ... failed ({done.returncode}):\n{tail}")

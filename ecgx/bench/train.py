@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ecgx.bench.core import Context, Figure, rates
+from ecgx.bench.core import Context, Figure, rates, sync
 from ecgx.errors import ConfigValueError
 from ecgx.models.catalog import build, classical_names, model_names
 
@@ -101,11 +101,6 @@ def _subset(value: Any, key: str, models: list[str], known: list[str]) -> set[st
 # --------------------------------------------------------------------------- measuring
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(call: Callable[[], None], repeats: int, budget_s: float, min_repeat_s: float = 0.0,
           warmup: Callable[[], None] | None = None) -> list[float]:  # fmt: skip
     """Seconds per ``call()`` of each timed repeat, after one unmeasured warm-up call.
@@ -139,7 +134,7 @@ def matmul_figure(size: int, loops: int, repeats: int, device: str, dtype: torch
     def loop() -> None:
         for _ in range(loops):
             torch.mm(a, b)
-        _sync(device)
+        sync(device)
 
     seconds = timed(loop, repeats, budget_s=float("inf"))
     return Figure(
@@ -189,7 +184,7 @@ def _train_step(model: nn.Module, net: Callable, batch: _Batch, device: str,
             loss = batch.loss(net(batch.x), batch.target)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        sync(device)
 
     return step
 
@@ -200,7 +195,7 @@ def _inference(model: nn.Module, net: Callable, batch: _Batch, device: str,
         model.eval()
         with torch.inference_mode(), _autocast(device, bf16):
             net(batch.x)
-        _sync(device)
+        sync(device)
 
     return predict
 
