@@ -32,7 +32,7 @@ def needs_samples(path: Path = SAMPLES) -> pytest.MarkDecorator:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic PTB-XL-layout set shared by the whole session."""
-    from ecgx.data.synthetic import generate_ptbxl_like
+    from ecgx.datasets.synthetic import generate_ptbxl_like
 
     root = tmp_path_factory.mktemp("synthetic") / "synthetic-ptbxl"
     return generate_ptbxl_like(root, **SMALL_SET)

@@ -11,11 +11,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from ecgx.data.datamodule import ECGDataModule
-from ecgx.data.record import LEADS
-from ecgx.data.transforms import OfflineTransform, OnlineTransform
+from ecgx.formats.record import LEADS
 from ecgx.models.base import ECGModel
 from ecgx.models.catalog import classical_names
 from ecgx.models.classical import FeatureClassifier
+from ecgx.transforms.signal import OfflineTransform, OnlineTransform
 from tests.conftest import ROOT
 
 
@@ -81,7 +81,7 @@ def test_transforms_instantiate(compose_train, name: str) -> None:
 def test_datasets_compose(compose_train, name: str) -> None:
     cfg = compose_train(f"dataset={name}")
     reader = instantiate(cfg.dataset)
-    # The reader protocol (ecgx/data/reader.py); signal_spec is valid after ensure().
+    # The reader protocol (ecgx/formats/reader.py); signal_spec is valid after ensure().
     for method in ("ensure", "signal_spec", "metadata", "read", "labels"):
         assert callable(getattr(reader, method)), method
     dm = instantiate(cfg.data)
@@ -130,7 +130,7 @@ def test_experiments_compose(compose_train, name: str) -> None:
     assert cfg.experiment_name
     # The leads the experiment's transform gives the model: 3 (RGB) for a chart, else 12.
     offline = [t._target_ for t in cfg.transform.get("offline") or []]
-    leads = 3 if "ecgx.data.chart.ChartImage" in offline else 12
+    leads = 3 if "ecgx.transforms.chart.ChartImage" in offline else 12
     instantiate(cfg.model, in_channels=leads, num_classes=5)
 
 

@@ -2,5 +2,5 @@
 
 One module per suite (``ingest``, ``load``, ``train``, ``explain``, ``sweep``, ``memory``), each
 with ``run(cfg, ctx) -> list[Figure]``; :mod:`ecgx.bench.core` holds the figures, timing and the
-report, :mod:`ecgx.bench.command` the command.
+report, :mod:`ecgx.commands.bench` the command.
 """

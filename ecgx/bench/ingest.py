@@ -167,7 +167,7 @@ def cinc_from_ptbxl(source: Path, dest: Path, n: int) -> Path:
     records: the CinC set when the real samples are absent."""
     import scipy.io
 
-    from ecgx.data.wfdb_format16 import read_record
+    from ecgx.formats.wfdb_format16 import read_record
 
     table = pd.read_csv(source / PTBXL_DATABASE)
     dest.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def prepare_set(
 
 
 def _synthetic_ptbxl(work: Path, n: int) -> Path:
-    from ecgx.data.synthetic import generate_ptbxl_like
+    from ecgx.datasets.synthetic import generate_ptbxl_like
 
     return generate_ptbxl_like(work / "synthetic-base", n_records=n, seed=0,
                                sampling_rates=(100, 500))  # fmt: skip
@@ -383,7 +383,7 @@ def measure_scaling(
     work: Path, ctx: Context, sizes: dict[str, int], baseline: bool, compare_workers: bool = False
 ) -> list[Figure]:
     """ecgx and the floor on a synthetic PTB-XL 100 Hz set of ``scaling_records`` records."""
-    from ecgx.data.synthetic import generate_ptbxl_like
+    from ecgx.datasets.synthetic import generate_ptbxl_like
 
     n = sizes["scaling_records"]
     base = generate_ptbxl_like(work / "scaling-base", n_records=sizes["scaling_base"], seed=1,

@@ -169,7 +169,7 @@ def measure_open(train_cfg: DictConfig, n_records: int, ctx: Context, work: Path
     from hydra.utils import instantiate
 
     from ecgx.data.cache import build_or_open
-    from ecgx.data.record import Record
+    from ecgx.formats.record import Record
 
     datamodule = instantiate(train_cfg.data)
     datamodule.prepare_data()

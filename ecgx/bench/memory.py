@@ -160,7 +160,7 @@ def write_synthetic_cache(root: Path, overrides: list[str], n: int, samples: int
 
 
 def _leads() -> tuple[str, ...]:
-    from ecgx.data.record import LEADS as CANONICAL
+    from ecgx.formats.record import LEADS as CANONICAL
 
     return tuple(CANONICAL)
 

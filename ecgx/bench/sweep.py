@@ -8,7 +8,7 @@ job builds them), from just before the process is spawned to the first training 
 
 * the breakdown of that start-up (interpreter, imports, Hydra compose, MLflow run creation,
   data module, model, trainer and sanity check), from a probe process that runs the same
-  ``ecgx train`` with timers around the functions of :mod:`ecgx.train` it calls;
+  ``ecgx train`` with timers around the functions of :mod:`ecgx.commands.train` it calls;
 * the import time of the train entry point in a fresh interpreter (``python -X importtime``'s
   heaviest packages in the note);
 * a joblib multirun of ``n_jobs`` seeds: each job's time from the sweep's start to its first
@@ -88,7 +88,7 @@ def dataset_root(cfg: Any, ctx: Context) -> Path:
     """The synthetic PTB-XL-layout set the jobs train on (generated once in the workdir)."""
     if cfg.get("dataset_root"):
         return Path(str(cfg.dataset_root))
-    from ecgx.data.synthetic import generate_ptbxl_like
+    from ecgx.datasets.synthetic import generate_ptbxl_like
 
     n = int(cfg.quick_records if ctx.quick else cfg.records)
     return generate_ptbxl_like(ctx.workdir / f"synthetic-{n}", n_records=n, seed=0,
@@ -213,16 +213,17 @@ def importtime_top(module: str, n: int) -> list[tuple[str, float]]:
 # -- the start-up breakdown -------------------------------------------------------------------
 # (owner, attribute, phase): functions of the train path timed in the probe, in call order.
 PROBED = (
-    ("ecgx.train", "check_writable_paths", "writable-path check"),
-    ("ecgx.train", "check_tracking_uri", "tracking URI check"),
-    ("ecgx.train", "instantiate", "instantiate {}"),  # {}: the _target_'s class name
-    ("ecgx.train.ResumePoint", "find", "resume point"),
-    ("ecgx.train.ResumePoint", "started", "MLflow run creation"),
-    ("ecgx.train", "log_config", "config to MLflow"),
+    ("ecgx.training.preflight", "check_writable_paths", "writable-path check"),
+    ("ecgx.training.preflight", "check_tracking_uri", "tracking URI check"),
+    ("ecgx.commands.train", "instantiate", "instantiate {}"),  # {}: the _target_'s class name
+    ("ecgx.tracking.training_run", "instantiate", "instantiate {}"),
+    ("ecgx.training.resume.ResumePoint", "find", "resume point"),
+    ("ecgx.training.resume.ResumePoint", "started", "MLflow run creation"),
+    ("ecgx.tracking.training_run", "log_config", "config to MLflow"),
     ("ecgx.data.datamodule.ECGDataModule", "prepare_data", "data: open cache"),
     ("ecgx.data.datamodule.ECGDataModule", "setup", "data: labels, split, normaliser"),
-    ("ecgx.train", "model_cost", "model cost (FLOPs, inference time)"),
-    ("ecgx.train", "_log_data", "data splits to MLflow"),
+    ("ecgx.commands.train", "model_cost", "model cost (FLOPs, inference time)"),
+    ("ecgx.tracking.training_run.TrackedRun", "log_data", "data splits to MLflow"),
 )
 
 
@@ -242,7 +243,7 @@ def phases(record: dict[str, Any], step: dict[str, Any]) -> dict[str, float]:
     t0 = record["t0"]
     out = {
         "interpreter": record["up"] - t0,
-        "import ecgx.train": record["imported"] - record["up"],
+        "import ecgx.commands.train": record["imported"] - record["up"],
         "Hydra compose": record["train"] - record["imported"],
     }
     spans: dict[str, float] = defaultdict(float)
@@ -277,8 +278,8 @@ def _probe_main(out: str, argv: list[str]) -> None:
     """``python -m ecgx.bench.sweep <out.json> train …``: ``ecgx train`` with phase timers."""
     t0 = float(os.environ.get(T0_ENV) or time.time())
     record: dict[str, Any] = {"t0": t0, "up": time.time(), "spans": []}
+    import ecgx.commands.train
     import ecgx.data.datamodule  # noqa: F401 - timed with the entry point: train uses it
-    import ecgx.train
 
     record["imported"] = time.time()
 
@@ -299,14 +300,14 @@ def _probe_main(out: str, argv: list[str]) -> None:
 
     for owner, attr, phase in PROBED:
         timed(_resolve(owner)[0], attr, phase)
-    train = ecgx.train.train
+    train = ecgx.commands.train.train
 
     def train_entry(*args: Any, **kwargs: Any) -> Any:
         record["train"] = time.time()
         return train(*args, **kwargs)
 
-    # The Hydra app imports train from ecgx.train when it runs.
-    ecgx.train.train = train_entry
+    # The Hydra app imports train from ecgx.commands.train when it runs.
+    ecgx.commands.train.train = train_entry
     from ecgx.cli import main
 
     try:

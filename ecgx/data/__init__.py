@@ -1,2 +1,2 @@
-"""Data: readers yield :class:`~ecgx.data.record.Record`; the cache, splits, transforms and the
-DataModule turn records into batches."""
+"""The run's data: the signal cache (offline transforms applied once, memory-mapped) and the
+DataModule that splits it and feeds batches through the online transforms."""

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from ecgx.data.record import Record, RecordError, flat_leads
 from ecgx.errors import ConfigValueError
+from ecgx.formats.record import Record, RecordError, flat_leads
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ecgx.data.cache import SignalCache, build_or_open
-from ecgx.data.splits import SPLITS
-from ecgx.data.transforms import Standardize, TransformPipeline
+from ecgx.splits.splitters import SPLITS
+from ecgx.transforms.signal import Standardize, TransformPipeline
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ECGDataModule(L.LightningDataModule):
     """Builds batches for one experiment from the ``dataset``, ``split`` and ``transform`` groups.
 
     Args:
-        dataset: a reader (e.g. :class:`ecgx.data.ptbxl.PTBXL`) with ``ensure``, ``signal_spec``,
+        dataset: a reader (e.g. :class:`ecgx.datasets.ptbxl.PTBXL`) with ``ensure``, ``signal_spec``,
             ``metadata``, ``read`` and ``labels``.
         split: ``split(meta, y) -> {"train"|"val"|"test": positions}``.
         transform: the offline / fitted / online transforms.

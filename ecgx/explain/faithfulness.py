@@ -17,7 +17,7 @@ Two families of checks:
   perturbation.
 
 Perturbation scale. ecgx models see standardised signals (mV divided by a per-lead std, see
-``ecgx.data.transforms.Standardize``), so a fixed absolute noise level (captum's image examples
+``ecgx.transforms.signal.Standardize``), so a fixed absolute noise level (captum's image examples
 use 0.003 for pixels in [0, 1]) means nothing across datasets or normalisations. Every noise
 level here is therefore *relative to each record's per-lead standard deviation*: 0.05 is about
 10-25 uV on a raw lead of 0.2-0.5 mV std, the order of amplifier / EMG noise, so perturbed

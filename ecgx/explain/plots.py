@@ -26,7 +26,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ecgx.data.record import LEADS  # noqa: E402
+from ecgx.formats.record import LEADS  # noqa: E402
 
 __all__ = [
     "COLORBAR_MARGIN_MM",

@@ -29,9 +29,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from ecgx.data.record import LEADS
 from ecgx.errors import ConfigValueError
 from ecgx.explain.methods import Attention, Method
+from ecgx.formats.record import LEADS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _background(datamodule: Any, size: int, seed: int) -> torch.Tensor:
 
 
 def _chart_transform(datamodule: Any) -> Any:
-    from ecgx.data.chart import ChartImage
+    from ecgx.transforms.chart import ChartImage
 
     offline = getattr(datamodule.transform, "offline", None) or []
     return next((t for t in offline if isinstance(t, ChartImage)), None)
@@ -322,6 +322,22 @@ def explain_and_log(
             log_explanation(client, run_id, result)
     log.info("explainer %s: %s", result.name, {k: round(v, 4) for k, v in result.metrics.items()})
     return result
+
+
+def explain_after_training(
+    cfg: DictConfig, module: Any, datamodule: Any, run: Any
+) -> dict[str, float]:
+    """``explainer=`` of a training config, run on the module's (best) weights after testing and
+    logged into the training run; its metrics as ``explain/<method>/<name>``. Nothing when the
+    config has no explainer."""
+    node = cfg.get("explainer") or {}
+    if not (node.get("method") or node.get("concepts")):
+        return {}
+    datamodule.setup("test")
+    net = getattr(module.net, "_orig_mod", module.net)  # the eager model under torch.compile
+    explanation = explain_and_log(node, net, datamodule, module.task, run.client, run.run_id,
+                                  seed=cfg.get("seed") or 0)  # fmt: skip
+    return {f"explain/{explanation.name}/{k}": v for k, v in explanation.metrics.items()}
 
 
 def explain_tcav(

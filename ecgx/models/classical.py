@@ -10,7 +10,7 @@ put a scaler in front of the estimator with a scikit-learn Pipeline).
 
 The estimator is any scikit-learn classifier built by Hydra from ``conf/model/classical_*.yaml``
 (the seed wraps LogisticRegression / RandomForest in OneVsRest; its MLP is natively
-multi-label). ``ecgx train`` runs these without Lightning (see ``ecgx.train``): fit on the
+multi-label). ``ecgx train`` runs these without Lightning (see ``ecgx.commands.train``): fit on the
 train split, per-class thresholds and metrics on validation, metrics on test, the same MLflow
 names as the neural models.
 """

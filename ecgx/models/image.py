@@ -1,6 +1,6 @@
 """Shared pieces of the 2D image backbones of the vision seed (spec 2.3-2.4).
 
-The vision seed classifies paper-ECG charts (:class:`ecgx.data.chart.ChartImage`) with
+The vision seed classifies paper-ECG charts (:class:`ecgx.transforms.chart.ChartImage`) with
 torchvision ImageNet backbones. The signal cache stores each picture flattened, so a batch
 reaches the model as ``(batch, channels, H·W)`` in [0, 1] (white paper = 1);
 :class:`ImageModel` turns that back into ``(batch, channels, H, W)`` using ``image_size``, applies

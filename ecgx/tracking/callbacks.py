@@ -56,7 +56,7 @@ def log_test_predictions(
     classification, ``plots/roc_test.png``."""
     import pandas as pd
 
-    from ecgx.plots import roc_curves
+    from ecgx.evaluation.plots import roc_curves
 
     classify = task != "regression"
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,40 +1,15 @@
-"""``ecgx compare``: the comparison report of runs logged to MLflow.
-
-Runs are selected by experiment, sweep, status, tags and params; grouped by chosen keys (by
-default the overridden keys that vary, except the seed); each chosen metric is shown as
-mean ± std with the run count per group, with the model's cost (parameters, FLOPs, checkpoint
-size, inference time) where runs logged it. Output as a text table, markdown, CSV or a
-self-contained HTML report with plots; the report can be logged to MLflow as well.
-
-Options, as ``key=value`` (like ``ecgx train``) or ``--key value``:
-
-  experiment=NAME        MLflow experiment (repeatable, or comma-separated; default: all)
-  sweep=ID|latest        runs of one multirun
-  status=FINISHED        run status (FINISHED, FAILED, RUNNING, KILLED or any)
-  tag.KEY=VALUE          runs with this tag value (repeatable; repeating a key means "or")
-  param.KEY=VALUE        runs with this param value; a plain KEY=VALUE means the same
-  filter="..."           an extra MLflow filter string
-  group_by=a,b           grouping keys (override, group choice, param or tag names)
-  metrics=m1,m2          metrics (default: the test/ headline metrics, no per-class, no CIs)
-  layout=groups|study    study: one row per model (choice/model), columns = the metrics
-  sort=metric|group      rows best first by the first metric (default), or in group order
-  format=table|markdown|csv|html     output=PATH     digits=4
-  log=true               log the report to a new run ``compare-report`` (tag ecgx.report=true)
-  log_to=RUN_ID          log the report's files to an existing run instead
-  tracking_uri=URI       default: $MLFLOW_TRACKING_URI or sqlite:///<project>/mlflow.db
-"""
+"""Runs logged to MLflow as a comparison table: selected by experiment, sweep, status, tags and
+params; grouped by chosen keys (by default the overridden keys that vary, except the seed); each
+metric as mean ± std with the run count per group, beside the model's cost where runs logged it.
+``ecgx compare`` (:mod:`ecgx.commands.compare`) prints it; :mod:`ecgx.tracking.report` draws it."""
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,7 +20,7 @@ DEFAULT_IGNORE = ("seed",)
 REPORT_TAG = "ecgx.report"
 REPORT_RUN_NAME = "compare-report"
 STATUSES = ("FINISHED", "FAILED", "RUNNING", "KILLED", "SCHEDULED")
-#: what ``ecgx train`` logs as params about the model's cost (see ``ecgx.train``)
+#: what ``ecgx train`` logs as params about the model's cost (see ``ecgx.commands.train``)
 COST_KEYS = ("cost/parameters", "cost/flops_per_sample", "cost/checkpoint_mb",
              "cost/inference_ms_per_record")  # fmt: skip
 COST_HEADERS = {"cost/parameters": "parameters", "cost/flops_per_sample": "GFLOPs",
@@ -58,7 +33,7 @@ PER_CLASS_PREFIXES = ("auroc_", "auprc_", "f1_tuned_", "threshold_", "f1_")
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error")
 
 
-def _fail(message: str) -> SystemExit:
+def compare_error(message: str) -> SystemExit:
     return SystemExit(f"ecgx compare: {message}")
 
 
@@ -99,7 +74,7 @@ def _param_keys(run: Any) -> set[str]:
 def _unknown_key(kind: str, key: str, known: Iterable[str], extra: str = "") -> SystemExit:
     close = difflib.get_close_matches(key, sorted(set(known)), n=4, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return _fail(f"unknown {kind} '{key}': no selected run has it{hint}{extra}")
+    return compare_error(f"unknown {kind} '{key}': no selected run has it{hint}{extra}")
 
 
 def search_runs(
@@ -123,14 +98,16 @@ def search_runs(
         missing = [n for n, e in zip(experiments, found) if e is None]
         if missing:
             known = [e.name for e in client.search_experiments()]
-            raise _fail(f"no MLflow experiment {missing} at {tracking_uri} (known: {known})")
+            raise compare_error(
+                f"no MLflow experiment {missing} at {tracking_uri} (known: {known})"
+            )
         ids = [e.experiment_id for e in found]
     else:
         ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     clauses = []
     if status.lower() not in ("any", "all"):
         if status.upper() not in STATUSES:
-            raise _fail(f"status={status}: expected one of {', '.join(STATUSES)} or any")
+            raise compare_error(f"status={status}: expected one of {', '.join(STATUSES)} or any")
         clauses.append(f"attributes.status = '{status.upper()}'")
     if filter_string:
         clauses.append(filter_string)
@@ -138,7 +115,7 @@ def search_runs(
         swept = client.search_runs(ids, " and ".join([*clauses, f"tags.`{SWEEP_TAG}` != ''"]),
                                    order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
         if not swept:
-            raise _fail("no multirun (sweep) found")
+            raise compare_error("no multirun (sweep) found")
         sweep = swept[0].data.tags[SWEEP_TAG]
     if sweep:
         clauses.append(f"tags.`{SWEEP_TAG}` = '{sweep}'")
@@ -250,7 +227,7 @@ def compare_table(
     (descending, ascending for losses and errors); ``sort=False`` keeps the group order.
     """
     if not runs:
-        raise _fail("no runs match")
+        raise compare_error("no runs match")
     if layout == "study":
         pooled = [k for k in default_group_by(runs) if k != "model"]
         if pooled:
@@ -259,7 +236,7 @@ def compare_table(
                   file=sys.stderr)  # fmt: skip
         group_by = ["model"]
     elif layout != "groups":
-        raise _fail(f"layout={layout}: expected groups or study")
+        raise compare_error(f"layout={layout}: expected groups or study")
     group_by = list(group_by) if group_by is not None else default_group_by(runs)
     for key in group_by:
         if all(run_value(r, key) == "" for r in runs):
@@ -269,7 +246,7 @@ def compare_table(
             raise _unknown_key("group_by key", key, known)
     metrics = list(metrics) if metrics is not None else default_metrics(runs)
     if not metrics:
-        raise _fail("the selected runs logged no test/ metrics: name some with metrics=...")
+        raise compare_error("the selected runs logged no test/ metrics: name some with metrics=...")
     for m in metrics:
         if not any(m in r.data.metrics for r in runs):
             raise _unknown_key("metric", m, {k for r in runs for k in r.data.metrics})
@@ -369,141 +346,3 @@ def format_table(
     return (
         "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body]) + "\n"
     )
-
-
-def _hydra_style(argv: list[str], options: set[str]) -> list[str]:
-    """Accept ``key=value`` (as in ``ecgx train``) besides ``--key value``: ``tag.k=v`` and
-    ``param.k=v`` are filters, a key that is no option is a param filter."""
-    out = []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            out.append(arg)
-            continue
-        key, _, value = arg.partition("=")
-        prefix, dot, rest = key.partition(".")
-        if dot and prefix in ("tag", "param"):
-            out += [f"--{prefix}", f"{rest}={value}"]
-        elif f"--{key.replace('_', '-')}" in options:
-            out += [f"--{key.replace('_', '-')}", value.strip("[]")]
-        else:
-            out += ["--param", arg]
-    return out
-
-
-def _pairs(items: Sequence[str], option: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise _fail(f"--{option} {item!r}: expected KEY=VALUE")
-        out.setdefault(key, []).append(value)
-    return out
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text is not None else None
-
-
-def _truthy(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes", "on"):
-        return True
-    if text.lower() in ("false", "0", "no", "off"):
-        return False
-    raise _fail(f"log={text}: expected true or false")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ecgx compare", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    add = parser.add_argument
-    add("--experiment", action="append", default=[],
-        help="MLflow experiment name (repeatable or comma-separated; default: all)")  # fmt: skip
-    add("--sweep", help="sweep id of a multirun, or 'latest'")
-    add("--status", default="FINISHED", help="run status, or 'any' (default: FINISHED)")
-    add("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag filter")
-    add("--param", action="append", default=[], metavar="KEY=VALUE", help="param filter")
-    add("--filter", default="", help="extra MLflow filter, e.g. \"params.x = '1'\"")
-    add("--group-by", help="comma-separated keys (default: what varies, not seed)")
-    add("--metrics", help="comma-separated metric names (default: test/ headline)")
-    add("--layout", choices=["groups", "study"], default="groups")
-    add("--sort", choices=["metric", "group"], default="metric",
-        help="rows best first by the first metric (default), or in group order")  # fmt: skip
-    add("--format", choices=["table", "markdown", "csv", "html"], default="table")
-    add("--output", help="write the table (or the HTML report) to this file")
-    add("--digits", type=int, default=4)
-    add("--log", nargs="?", const="true", default="false",
-        help="log the report to a new MLflow run 'compare-report'")  # fmt: skip
-    add("--log-to", metavar="RUN_ID", help="log the report's files to this MLflow run")
-    add("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    return parser
-
-
-def log_report(
-    tracking_uri: str,
-    files: Sequence[Path],
-    runs: Sequence[Any],
-    run_id: str | None = None,
-    description: dict[str, Any] | None = None,
-) -> str:
-    """Log the report's files under ``report/`` of ``run_id``, or of a new run
-    ``compare-report`` (tagged ``ecgx.report=true``) in the first compared run's experiment;
-    returns the run id."""
-    from mlflow.entities import Param, RunTag
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    created = run_id is None
-    if run_id is None:
-        run = client.create_run(runs[0].info.experiment_id, run_name=REPORT_RUN_NAME,
-                                tags={REPORT_TAG: "true"})  # fmt: skip
-        run_id = run.info.run_id
-        params = [Param(f"report/{k}", str(v)[:6000]) for k, v in (description or {}).items()]
-        client.log_batch(run_id, params=params, tags=[
-            RunTag("ecgx.report.runs", json.dumps([r.info.run_id for r in runs])[:5000])])  # fmt: skip
-    for path in files:
-        client.log_artifact(run_id, str(path), "report")
-    if created:
-        client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    options = {s for a in parser._actions for s in a.option_strings}
-    args = parser.parse_args(_hydra_style(list(sys.argv[1:] if argv is None else argv), options))
-
-    from ecgx.paths import project_root
-
-    uri = args.tracking_uri or f"sqlite:///{project_root() / 'mlflow.db'}"
-    experiments = [e for item in args.experiment for e in _split(item) or []]
-    runs = search_runs(uri, experiments, args.sweep, args.filter, args.status)
-    names = {o.removeprefix("--").replace("-", "_") for o in options if o.startswith("--")}
-    runs = select_runs(runs, _pairs(args.param, "param"), _pairs(args.tag, "tag"), names)
-    table = compare_table(runs, _split(args.group_by), _split(args.metrics), args.layout,
-                          sort=args.sort == "metric")  # fmt: skip
-    text = format_table(table, "table" if args.format == "html" else args.format, args.digits,
-                        args.layout)  # fmt: skip
-    print(text, end="")
-
-    from ecgx.tracking.report import html_report
-
-    description = {"experiments": experiments or "all", "sweep": args.sweep or "",
-                   "status": args.status, "params": dict(_pairs(args.param, "param")),
-                   "tags": dict(_pairs(args.tag, "tag")), "group_by": table_keys(table),
-                   "metrics": table_metrics(table), "n_runs": len(runs), "layout": args.layout}  # fmt: skip
-    render = lambda: html_report(table, runs, description, args.digits, args.layout)  # noqa: E731
-    if args.format == "html" and not args.output:
-        args.output = "compare-report.html"
-    if args.output:
-        Path(args.output).write_text(render() if args.format == "html" else text)
-        print(f"written: {args.output}")
-    if args.log_to or _truthy(args.log):
-        with tempfile.TemporaryDirectory() as tmp:
-            files = [Path(tmp) / n for n in ("compare.html", "compare.csv", "compare.md")]
-            files[0].write_text(render())
-            files[1].write_text(format_table(table, "csv"))
-            files[2].write_text(format_table(table, "markdown", args.digits, args.layout))
-            run_id = log_report(uri, files, runs, args.log_to, description)
-        print(f"report logged to MLflow run {run_id} (artifacts under report/)")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ecgx.bench.command import compose_bench, log_report, run_bench, selected_suites
 from ecgx.bench.core import Figure, Report, rates, repeat
+from ecgx.commands.bench import compose_bench, log_report, run_bench, selected_suites
 from ecgx.errors import ConfigValueError
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ecgx.bench import explain
-from ecgx.bench.command import compose_bench
 from ecgx.bench.core import Context, Report
+from ecgx.commands.bench import compose_bench
 from ecgx.errors import ConfigValueError
 from ecgx.models.catalog import build
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecgx.bench.command import compose_bench, run_bench
 from ecgx.bench.core import Report
 from ecgx.bench.ingest import (
     cinc_from_ptbxl,
@@ -19,8 +18,9 @@ from ecgx.bench.ingest import (
     replicate_ptbxl,
     seed_way,
 )
-from ecgx.data.cinc import CinC
-from ecgx.data.ptbxl import PTBXL
+from ecgx.commands.bench import compose_bench, run_bench
+from ecgx.datasets.cinc import CinC
+from ecgx.datasets.ptbxl import PTBXL
 from tests.conftest import PTBXL_SAMPLES, SAMPLES, needs_samples
 
 CINC_SAMPLES = SAMPLES / "cinc2020_cpsc"

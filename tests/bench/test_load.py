@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ecgx.bench.command import compose_bench, run_bench
 from ecgx.bench.core import Report
+from ecgx.commands.bench import compose_bench, run_bench
 from tests.conftest import PTBXL_SAMPLES
 
 

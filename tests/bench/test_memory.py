@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ecgx.bench import memory
-from ecgx.bench.command import compose_bench
+from ecgx.commands.bench import compose_bench
 from tests.helpers.bench import quick_figures
 
 

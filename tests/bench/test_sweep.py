@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ecgx.bench import sweep
-from ecgx.bench.command import compose_bench
+from ecgx.commands.bench import compose_bench
 from ecgx.tracking.callbacks import FIRST_STEP_ENV, FirstStepTime
 from tests.helpers.bench import quick_figures
 
@@ -89,7 +89,7 @@ def test_phases_add_up_to_the_first_batch() -> None:
                         ["model cost", 104.0, 104.5], ["model cost", 110.0, 111.0]]}  # fmt: skip
     step = {"fit_start": 105.0, "first_batch": 105.25}
     out = sweep.phases(record, step)
-    assert out["import ecgx.train"] == pytest.approx(2.9)
+    assert out["import ecgx.commands.train"] == pytest.approx(2.9)
     assert out["model cost"] == pytest.approx(0.5)  # the call after fit_start is not start-up
     assert "path check" not in out and out["other"] == pytest.approx(1.5 - 0.9)  # tiny: other
     total = out.pop("total to first batch")
@@ -108,11 +108,11 @@ def test_sweep_suite_quick(tmp_path: Path, synthetic_root: Path) -> None:
     parts = [f.median for n, f in figures.items()
              if n.startswith("start-up: ") and n != "start-up: total to first batch"]  # fmt: skip
     assert sum(parts) == pytest.approx(breakdown, rel=1e-6)
-    assert figures["start-up: import ecgx.train"].median > 0.1
+    assert figures["start-up: import ecgx.commands.train"].median > 0.1
     jobs = [n for n in figures if n.startswith("multirun job seed=")]
     assert len(jobs) == cfg.quick_jobs
     every = figures["multirun: start to every job's first step"].median
     assert every == pytest.approx(max(figures[n].median for n in jobs))
     assert every < figures[f"multirun: start to end ({cfg.multirun_steps} steps, val, test)"].median
-    assert "torch" in figures["import ecgx.train (fresh interpreter)"].note
+    assert "torch" in figures["import ecgx.commands.train (fresh interpreter)"].note
     json.dumps([f.as_dict() for f in figures.values()])  # the report is serialisable

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ecgx.data.cache import SignalCache, build_or_open, cache_key
-from ecgx.data.record import LEADS, Record, RecordError
-from ecgx.data.transforms import FixedLength
+from ecgx.formats.record import LEADS, Record, RecordError
+from ecgx.transforms.signal import FixedLength
 
 
 def _meta(n: int) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def test_listing_stamp_follows_the_file_set() -> None:
 def test_cinc_cache_key_changes_when_records_are_added(tmp_path) -> None:
     import shutil
 
-    from ecgx.data.cinc import CinC
+    from ecgx.datasets.cinc import CinC
     from tests.conftest import SAMPLES
 
     source = SAMPLES / "cinc2020_cpsc"

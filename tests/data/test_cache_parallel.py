@@ -10,8 +10,8 @@ import pytest
 
 from ecgx.data import cache as cache_module
 from ecgx.data.cache import build_or_open, build_workers
-from ecgx.data.record import LEADS, Record, RecordError
 from ecgx.errors import ConfigValueError
+from ecgx.formats.record import LEADS, Record, RecordError
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="no fork here")
 

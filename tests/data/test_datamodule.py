@@ -63,7 +63,7 @@ def _damaged_copy(synthetic_root, tmp_path):
 def test_bad_record_stops_the_build_naming_the_file(compose_train, synthetic_root, tmp_path):
     import pytest
 
-    from ecgx.data.record import RecordError
+    from ecgx.formats.record import RecordError
 
     root = _damaged_copy(synthetic_root, tmp_path)
     dm = instantiate(compose_train(f"dataset.root={root}").data)
@@ -148,8 +148,8 @@ def test_records_of_varying_length_are_batched_one_by_one(tmp_path) -> None:
 
     from ecgx.data.cache import build_or_open
     from ecgx.data.datamodule import ECGDataset, collate
-    from ecgx.data.record import LEADS, Record
-    from ecgx.data.transforms import RandomClip, Standardize, TransformPipeline
+    from ecgx.formats.record import LEADS, Record
+    from ecgx.transforms.signal import RandomClip, Standardize, TransformPipeline
 
     meta = pd.DataFrame({"record_id": [str(i) for i in range(6)], "labels": [{}] * 6})
 
@@ -169,7 +169,7 @@ def test_records_of_varying_length_are_batched_one_by_one(tmp_path) -> None:
 
 
 def test_fit_streams_the_train_split_with_the_previous_statistics(compose_train) -> None:
-    from ecgx.data.transforms import MinMax, Standardize
+    from ecgx.transforms.signal import MinMax, Standardize
 
     dm = instantiate(compose_train().data)
     dm.setup("fit")

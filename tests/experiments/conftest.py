@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ecgx.data.chapman import COLUMNS
+from ecgx.datasets.chapman import COLUMNS
 from tests.conftest import ROOT, SAMPLES
 
 EXPERIMENTS = ROOT / "experiments"
@@ -156,7 +156,7 @@ def compose_experiment(
 def run_experiment(compose_experiment: Callable[..., DictConfig]) -> Callable[..., dict]:
     """``run_experiment(name, *overrides)``: compose as above, train, test and (where the file
     configures an explainer) explain; returns the run's final metrics."""
-    from ecgx.train import train
+    from ecgx.commands.train import train
 
     def _run(name: str, *overrides: str) -> dict:
         cfg = compose_experiment(name, *overrides)

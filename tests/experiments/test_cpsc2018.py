@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ecgx.data.record import LEADS
-from ecgx.experiment_files import read_experiment
+from ecgx.commands.experiment_files import read_experiment
+from ecgx.formats.record import LEADS
 from tests.conftest import ROOT
 from tests.experiments.conftest import EXPERIMENTS, experiment_names, sweep_jobs
 

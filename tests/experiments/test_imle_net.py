@@ -11,11 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ecgx.cli import experiment_overrides
-from ecgx.experiment_files import read_experiment
-from ecgx.tracking.compare import main as compare_main
+from ecgx.commands.compare import main as compare_main
+from ecgx.commands.experiment_files import experiment_overrides, read_experiment
+from ecgx.commands.train import train
 from ecgx.tracking.mlflow_run import config_hash, finished_run
-from ecgx.train import train
 from tests.experiments.conftest import experiment_names
 
 STUDY = "imle_net"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecgx.cli import experiment_overrides
+from ecgx.commands.experiment_files import experiment_overrides
 from tests.experiments.conftest import EXPERIMENTS, experiment_names
 
 

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from ecgx.cli import experiment_overrides
-from ecgx.data.ptbxl import PTBXL
+from ecgx.commands.experiment_files import experiment_overrides
+from ecgx.datasets.ptbxl import PTBXL
 from tests.experiments.conftest import experiment_names
 
 STUDY = "ptbxl_benchmark"

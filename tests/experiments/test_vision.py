@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from ecgx.experiment_files import read_experiment
+from ecgx.commands.experiment_files import read_experiment
 from tests.experiments.conftest import EXPERIMENTS, experiment_names
 
 # 2D backbones (ConvNeXt-B: 88 M parameters) on charts: 64 x 64 pictures rendered at a low dpi,
@@ -65,7 +65,7 @@ def test_experiment_runs(name, run_experiment, compose_experiment, latest_run_id
             torch.save(instantiate(cfg.model).state_dict(), weights)
             extra += (f"init_from={weights}",)
     if "hparams_search" in _text(name):
-        from ecgx.search import search
+        from ecgx.commands.search import search
 
         cfg = compose_experiment(name, *extra, "hparams_search.n_trials=1")
         with open_dict(cfg):

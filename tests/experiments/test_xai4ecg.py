@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig
 
-from ecgx.cli import experiment_overrides
-from ecgx.data.record import LEADS
+from ecgx.commands.experiment_files import experiment_overrides
 from ecgx.explain.delineation import SEGMENTS
+from ecgx.formats.record import LEADS
 from tests.experiments.conftest import experiment_names
 
 STUDY = "xai4ecg"
@@ -33,7 +33,7 @@ def unig_features(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
     """A PTB-XL+ Uni-G-style table for the synthetic set: ecg_id and T_Amp_<lead> per lead,
     each the largest |amplitude| of that lead in the last third of every R-R cycle stand-in
     (the second half of each second), so the targets follow the signals."""
-    from ecgx.data.wfdb_format16 import read_record
+    from ecgx.formats.wfdb_format16 import read_record
 
     db = pd.read_csv(synthetic_root / "ptbxl_database.csv")
     rows = []

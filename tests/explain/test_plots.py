@@ -13,8 +13,8 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from ecgx.data.record import LEADS
 from ecgx.explain import plots
+from ecgx.formats.record import LEADS
 
 FS = 100.0
 DPI = 30  # the tests check structure, not pixels: low dpi keeps them fast

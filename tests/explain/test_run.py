@@ -7,10 +7,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from ecgx.commands.explain import explain_run
+from ecgx.commands.train import train
 from ecgx.errors import ConfigValueError
-from ecgx.explain.command import explain_run
 from ecgx.explain.run import lead_shares, pick_targets, population_matrix
-from ecgx.train import train
 
 
 def test_lead_shares_and_population_by_class() -> None:

@@ -13,11 +13,11 @@ from scipy.stats import entropy
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from ecgx.data.record import LEADS
+from ecgx.commands.train import train
 from ecgx.errors import ConfigValueError
+from ecgx.formats.record import LEADS
 from ecgx.models.catalog import classical_names, model_names
 from ecgx.models.classical import FeatureClassifier, expert_features, feature_names
-from ecgx.train import train
 
 
 def _stats(v: np.ndarray) -> list[float]:

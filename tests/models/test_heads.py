@@ -10,7 +10,7 @@ from torch import nn
 from ecgx.errors import ConfigValueError
 from ecgx.models.base import head_parameter_names
 from ecgx.models.catalog import build, model_names
-from ecgx.module import ECGClassifier
+from ecgx.training.module import ECGClassifier
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -11,11 +11,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from ecgx.data.chart import ChartImage
-from ecgx.data.ptbxl import PTBXL
+from ecgx.datasets.ptbxl import PTBXL
 from ecgx.models.catalog import build, model_names
 from ecgx.models.image import ImageModel
 from ecgx.paths import config_dir
+from ecgx.transforms.chart import ChartImage
 
 LENGTH = 250  # 2.5 s at 100 Hz
 SHORT = 100  # 1 s, for the models above HEAVY FLOPs per record at LENGTH (ResNet101, IMLE-Net)

@@ -1,0 +1,1 @@
+"""The ``ecgx`` subcommands, one module each: compose a config, instantiate, run."""

@@ -1,0 +1,51 @@
+"""``ecgx data``: generate, download and inspect datasets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ecgx.errors import EcgxError
+from ecgx.paths import project_root
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="ecgx data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    synth = sub.add_parser("synth", help="generate the synthetic PTB-XL-layout set")
+    synth.add_argument("--root", default=str(project_root() / "data" / "synthetic-ptbxl"))
+    synth.add_argument("--n-records", type=int, default=3000)
+    synth.add_argument("--seed", type=int, default=0)
+
+    from ecgx.datasets.download import PHYSIONET, SOURCES
+
+    down = sub.add_parser("download", help="download a public dataset (resumable, verified)")
+    down.add_argument("name", choices=sorted(SOURCES))
+    down.add_argument("--data-dir", default=str(project_root() / "data"))
+    down.add_argument("--base-url", default=PHYSIONET, help="a PhysioNet mirror")
+    down.add_argument("--jobs", type=int, default=4)
+
+    insp = sub.add_parser("inspect", help="records and labels per split of a data config")
+    insp.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset=ptbxl")
+    insp.add_argument("--output", help="write the label matrix with record ids to this CSV")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    try:
+        if args.command == "synth":
+            from ecgx.datasets.synthetic import generate_ptbxl_like
+
+            path = generate_ptbxl_like(args.root, n_records=args.n_records, seed=args.seed)
+            print(f"synthetic PTB-XL-layout set at {path}")
+        elif args.command == "download":
+            from ecgx.datasets.download import download
+
+            report = download(args.name, args.data_dir, args.base_url, args.jobs)
+            print(f"{args.name}: {report} in {args.data_dir}/{SOURCES[args.name].folder}")
+        elif args.command == "inspect":
+            from ecgx.datasets.inspect import inspect
+
+            print(inspect(args.overrides, args.output))
+    except EcgxError as err:
+        sys.exit(f"ecgx data {args.command}: error: {err}")

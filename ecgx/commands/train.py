@@ -1,0 +1,90 @@
+"""``ecgx train``: compose -> instantiate -> fit -> test the best checkpoint -> log to MLflow.
+
+What a run owns lives with its owner: pre-flight checks in :mod:`ecgx.training.preflight`,
+skip-if-finished and the MLflow run in :mod:`ecgx.tracking.training_run`, crash resume in
+:mod:`ecgx.training.resume`, model cost in :mod:`ecgx.training.cost`, the end-of-training
+explanation in :mod:`ecgx.explain.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from ecgx.evaluation.metrics import print_metrics
+from ecgx.models.classical import FeatureClassifier
+from ecgx.tracking.runs import resolve_checkpoint
+from ecgx.tracking.training_run import TrackedRun
+from ecgx.training.cost import model_cost
+from ecgx.training.module import load_pretrained
+from ecgx.training.preflight import enabled, preflight
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    cfg: DictConfig,
+    extra_callbacks: list[Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Run one experiment from a composed config; returns the final metrics.
+
+    ``extra_callbacks`` join the configured Lightning callbacks and ``extra_tags`` the run's
+    tags (``ecgx search`` passes its pruning callback and study/trial tags).
+    """
+    preflight(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    run = TrackedRun.open(cfg, extra_tags)
+    if run.done is not None:
+        return run.done
+
+    with run.recording():
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        net = instantiate(cfg.model, in_channels=datamodule.num_leads,
+                          num_classes=datamodule.num_classes)  # fmt: skip
+        if isinstance(net, FeatureClassifier):
+            from ecgx.training.classical import fit_and_test_classical
+
+            return fit_and_test_classical(cfg, net, datamodule, run)
+        if cfg.get("init_from"):
+            fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
+            log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
+        module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if enabled(c)]
+        callbacks += list(extra_callbacks or [])
+        run.resume.prepare(callbacks)
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
+                                         logger=run.logger or False)  # fmt: skip
+        if not run.resumed:
+            run.log_data(datamodule)
+
+        ckpt_path = run.resume.ckpt_path if run.resumed else cfg.get("ckpt_path")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+        if cfg.get("test", True):
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
+            if not best:
+                log.warning("no best checkpoint: testing the last weights")
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
+                                   weights_only=True)  # fmt: skip
+            metrics.update({k: float(v) for k, v in results[0].items()})
+            run.log_file(best, "checkpoints")
+        if run.logger is not None and not run.resumed:  # params are write-once in MLflow
+            run.log_params(model_cost(net, datamodule))
+        if trainer.is_global_zero:
+            from ecgx.explain.run import explain_after_training
+
+            # After trainer.test the module holds the best checkpoint's weights.
+            metrics.update(explain_after_training(cfg, module, datamodule, run))
+        print_metrics(metrics, "Test metrics (best checkpoint):")
+    return metrics

@@ -1,0 +1,1 @@
+"""``dataset=``: readers that yield :class:`~ecgx.formats.record.Record`s, their label maps and the synthetic set."""

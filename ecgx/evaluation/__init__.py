@@ -1,0 +1,1 @@
+"""Metrics, the CinC challenge score and their plots."""

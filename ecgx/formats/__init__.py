@@ -1,0 +1,1 @@
+"""File formats: each module turns one file into a :class:`~ecgx.formats.record.Record`."""

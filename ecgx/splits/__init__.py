@@ -1,0 +1,1 @@
+"""``split=``: how records become train/val/test."""

@@ -1,0 +1,1 @@
+"""The LightningModule and what a training run owns: resume, cost, pre-flight checks."""

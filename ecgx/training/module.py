@@ -1,0 +1,206 @@
+"""The LightningModule: a model, its loss, optimiser, scheduler and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric
+
+from ecgx.errors import ConfigValueError
+from ecgx.evaluation.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
+from ecgx.models.base import head_parameter_names
+
+TASKS = ("multilabel", "multiclass", "regression")
+
+
+class ECGClassifier(L.LightningModule):
+    """Multi-label classification (or regression) of ECG records.
+
+    Args:
+        net: the model (B, leads, samples) -> logits.
+        optimizer: a partial taking the parameters (``_partial_: true`` in config).
+        scheduler: a partial taking the optimiser, or None.
+        monitor: the metric a plateau scheduler follows.
+        class_names: filled from the data by the training entry point.
+        task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1), ``multiclass`` (one class per
+            record: softmax outputs, cross-entropy on the one-hot targets, AUROC one-vs-rest,
+            F1, accuracy) or ``regression`` (raw outputs, MSE, MAE/R²; PTB-XL+ amplitudes).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/macro_auroc",
+        class_names: list[str] | None = None,
+        task: str = "multilabel",
+        compile: bool = False,
+        train_head_only: bool = False,
+        tune_thresholds: bool = True,
+        bootstrap_resamples: int = 200,
+        challenge_edition: int | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigValueError(f"module.task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        if train_head_only:
+            _freeze_all_but_head(net)
+        self.net = torch.compile(net) if compile else net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.class_names = list(class_names or [])
+        self.loss_fn = {
+            "multilabel": nn.BCEWithLogitsLoss(),
+            "multiclass": _OneHotCrossEntropy(),
+            "regression": nn.MSELoss(),
+        }[task]
+        # CatMetric gathers across DDP ranks, so epoch metrics see every record once.
+        self.preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.record_index = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.tune_thresholds = tune_thresholds
+        self.bootstrap_resamples = int(bootstrap_resamples)
+        self.challenge_edition = challenge_edition
+        #: per-class thresholds tuned on validation for the weights being tested
+        self.thresholds: np.ndarray | None = None
+        #: (probabilities, targets, cache row of each record) of the last test epoch
+        self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities (classification) or values (regression) from the model's logits."""
+        logits = logits.float()
+        if self.task == "multilabel":
+            return torch.sigmoid(logits)
+        if self.task == "multiclass":
+            return torch.softmax(logits, dim=1)
+        return logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["signal"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(logits))  # fmt: skip
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict) -> None:
+        logits = self(batch["signal"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(logits))  # fmt: skip
+        self.preds[stage].update(self.outputs(logits))
+        self.targets[stage].update(batch["target"])
+        self.record_index[stage].update(batch["index"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if not self.preds[stage].update_called:
+            return
+        probs, targets = self.preds[stage].compute(), self.targets[stage].compute()
+        rows = self.record_index[stage].compute()
+        for metric in (self.preds, self.targets, self.record_index):
+            metric[stage].reset()
+        thresholds = self.thresholds if stage == "test" else None
+        args = (self.task, probs.cpu().numpy(), targets.cpu().numpy(), self.class_names)
+        metrics = evaluate_split(*args, thresholds=thresholds,
+                                 challenge_edition=self.challenge_edition)  # fmt: skip
+        if stage == "test" and self.bootstrap_resamples > 0:
+            metrics.update(bootstrap_intervals(*args, n_resamples=self.bootstrap_resamples,
+                                               thresholds=thresholds,
+                                               challenge_edition=self.challenge_edition))  # fmt: skip
+        headline = HEADLINE[self.task]
+        self.log(f"{stage}/{headline}", metrics.pop(headline), prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
+        if stage == "test":
+            self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
+
+    def on_test_start(self) -> None:
+        """Tune per-class thresholds on the validation split with the weights under test.
+
+        Run here rather than kept from training: the tested checkpoint is the best one, not
+        necessarily the last validated. Every rank predicts the whole (small) validation split
+        itself, so no gathering is needed.
+        """
+        self.thresholds = None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.task != "multilabel" or not self.tune_thresholds or datamodule is None:
+            return
+        probs, targets = [], []
+        with torch.no_grad():
+            for batch in datamodule.val_dataloader():
+                probs.append(self.outputs(self(batch["signal"].to(self.device))).cpu())
+                targets.append(batch["target"])
+        if probs:
+            self.thresholds = tune_thresholds(torch.cat(targets).numpy(),
+                                              torch.cat(probs).numpy())  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        # Frozen parameters stay out, so weight decay / momentum never touch them.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=trainable)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
+
+
+HEADLINE = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
+
+
+def _freeze_all_but_head(net: nn.Module) -> None:
+    head = head_parameter_names(net)
+    if not head:
+        raise ConfigValueError(
+            f"module.train_head_only: {type(net).__name__} declares no head_modules"
+        )
+    for name, param in net.named_parameters():
+        param.requires_grad_(name in head)
+
+
+class _OneHotCrossEntropy(nn.Module):
+    """Cross-entropy for one-hot targets (readers give every task as a multi-hot matrix)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target.argmax(dim=1))
+
+
+def load_pretrained(net: nn.Module, checkpoint: str | Path) -> list[str]:
+    """Copy the weights of a trained ecgx checkpoint into ``net`` where names and shapes match.
+
+    Returns the parameters left as initialised (e.g. the head when the new task has other
+    classes): fine-tuning is a config (``init_from=...``), not a script.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained = {k.removeprefix("net."): v for k, v in state.get("state_dict", state).items()
+               if k.startswith("net.") or "state_dict" not in state}  # fmt: skip
+    own = net.state_dict()
+    usable = {k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigValueError(f"init_from={checkpoint}: no weight matches this model")
+    net.load_state_dict(usable, strict=False)
+    return sorted(k for k in own if k not in usable)

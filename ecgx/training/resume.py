@@ -1,0 +1,119 @@
+"""What lets a training job survive a crash: checkpoints in a
+folder a rerun finds (``<paths.log_dir>/checkpoints/<config hash>``), the MLflow run id kept
+beside them, and the random generators' state inside every checkpoint.
+
+``ecgx train ... resume=true`` after a crash (even ``kill -9``) continues from ``last.ckpt``
+into the same MLflow run and ends with the metrics an uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run_id.txt"
+LAST = "last.ckpt"
+
+
+class RandomState(L.Callback):
+    """Keeps torch's, NumPy's and Python's random state in every checkpoint and restores it
+    when a fit resumes (not when a checkpoint is only tested), so the shuffles and
+    augmentations of the next epochs are those of an uninterrupted run. Lightning's sanity
+    check runs under ``isolate_rng``, so it does not shift them. Plain lists and a tensor:
+    checkpoints still load with ``weights_only``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        if state is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+@dataclass
+class ResumePoint:
+    """The stable checkpoint folder of a config and, with ``resume=true``, what to resume."""
+
+    folder: Path
+    ckpt_path: str | None = None  # last.ckpt to continue from
+    run_id: str | None = None  # the MLflow run to continue
+
+    @classmethod
+    def find(cls, cfg: DictConfig, key: str, tracking: bool) -> ResumePoint:
+        """``key``: the config hash. Without a resumable checkpoint the folder is emptied, so
+        a fresh run never picks up another run's checkpoints."""
+        folder = Path(str(cfg.paths.log_dir)).expanduser() / "checkpoints" / key
+        point = cls(folder)
+        last, id_file = folder / LAST, folder / RUN_ID_FILE
+        if cfg.get("resume"):
+            run_id = id_file.read_text().strip() if id_file.is_file() else None
+            status = _run_status(cfg.tracking_uri, run_id) if tracking and run_id else None
+            if not last.is_file():
+                log.warning("resume=true: no %s in %s, starting from scratch", LAST, folder)
+            elif tracking and status in (None, "FINISHED"):
+                log.warning("resume=true: MLflow run %s is %s, starting from scratch", run_id,
+                            status or "absent")  # fmt: skip
+            else:
+                point.ckpt_path, point.run_id = str(last), run_id if tracking else None
+                log.info("resuming from %s (MLflow run %s)", last, point.run_id)
+                print(f"resuming from {last} (MLflow run {point.run_id})")
+                return point
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return point
+
+    def logger_kwargs(self) -> dict[str, Any]:
+        return {"run_id": self.run_id} if self.run_id else {}
+
+    def started(self, logger: Any) -> None:
+        """Remember the run id beside the checkpoints; a resumed run is RUNNING again."""
+        if self.run_id:
+            logger.experiment.update_run(self.run_id, status="RUNNING")
+        (self.folder / RUN_ID_FILE).write_text(logger.run_id)
+
+    def prepare(self, callbacks: list[Any]) -> None:
+        """Checkpoints without a dirpath go to the stable folder; every checkpoint carries the
+        random state."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(self.folder)
+        callbacks.append(RandomState())
+
+
+def _run_status(tracking_uri: str, run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri).get_run(run_id).info.status
+    except MlflowException:
+        return None

@@ -1,0 +1,1 @@
+"""``transform=``: offline preprocessing, online augmentation, fitted normalisers, chart rendering."""
