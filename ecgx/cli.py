@@ -26,43 +26,39 @@ from ecgx.paths import config_dir, project_root
 USAGE = __doc__ or ""
 
 
+# Subcommand -> the function it runs on the composed config (imported when it runs: the start
+# of every command should not pay for torch and MLflow imports it does not need).
+TASKS = {
+    "train": "ecgx.commands.train:train",
+    "explain": "ecgx.commands.explain:explain_run",
+    "eval": "ecgx.commands.evaluate:evaluate_run",
+    "predict": "ecgx.commands.predict:predict_run",
+    "search": "ecgx.commands.search:search",
+}
+
+
 def _hydra_app(config_name: str, task: str) -> None:
+    import importlib
+
     import hydra
     from omegaconf import DictConfig
 
+    from ecgx import console
     from ecgx.errors import EcgxError
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
+        console.configure()
+        module, _, name = TASKS[task].partition(":")
         try:
-            if task == "explain":
-                from ecgx.commands.explain import explain_run
-
-                explain_run(cfg)
-                return None
-            if task == "eval":
-                from ecgx.commands.evaluate import evaluate_run
-
-                evaluate_run(cfg)
-                return None
-            if task == "search":
-                from ecgx.commands.search import search
-
-                search(cfg)
-                return None
-            if task == "predict":
-                from ecgx.commands.predict import predict_run
-
-                predict_run(cfg)
-                return None
-            from ecgx.commands.train import train
-
-            metrics = train(cfg)
+            result = getattr(importlib.import_module(module), name)(cfg)
         except EcgxError as err:
             raise SystemExit(f"ecgx {task}: error: {err}") from None
+        if task != "train":
+            return None
         # Hyper-parameter sweepers read the returned value.
         key = cfg.get("optimized_metric")
-        return metrics.get(key) if key else None
+        return result.get(key) if key else None
 
     app()
 
@@ -74,16 +70,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("ECGX_ROOT", str(project_root()))
-    if command in ("train", "explain", "eval", "predict", "search"):
+    from ecgx.console import quiet_before_imports
+
+    quiet_before_imports()
+    if command in TASKS:
         from ecgx.commands.experiment_files import (
             experiment_overrides,
             folder_multirun,
             run_per_file,
         )
+        from ecgx.commands.overrides import check_group_choices
         from ecgx.errors import EcgxError
 
         try:
             rest = experiment_overrides(rest)
+            check_group_choices(rest)
             jobs = folder_multirun(rest) if command == "train" else None
         except EcgxError as err:
             sys.exit(f"ecgx {command}: error: {err}")

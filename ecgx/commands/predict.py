@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 #: file endings read as one record each (``.dat`` belongs to its ``.hea``)
 SUFFIXES = (".hea", ".mat", ".csv", ".h5", ".hdf5", ".npy")
+FORMATS = (
+    "WFDB (.hea with .dat, or CinC .hea with .mat), CPSC 2018 .mat, Chapman-Shaoxing .csv, "
+    "SPH .h5/.hdf5, or NumPy .npy (leads x samples, mV)"
+)
 # Tables that sit next to records in the published layouts; a folder scan leaves them out.
 _TABLES = {"reference.csv", "metadata.csv", "ptbxl_database.csv", "scp_statements.csv",
            "diagnostics.csv", "dx_mapping_scored.csv", "dx_mapping_unscored.csv",
@@ -64,6 +68,9 @@ class Predictions:
 def find_records(path: Path) -> list[Path]:
     """The record files of ``path``: the file itself, or every record file under a folder."""
     if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise RecordError(f"input={path}: not a supported record file; ecgx predict reads "
+                              f"{FORMATS}")  # fmt: skip
         return [path]
     if not path.is_dir():
         raise MissingPathError(f"input={path}: no such file or folder")
@@ -77,7 +84,7 @@ def find_records(path: Path) -> list[Path]:
             continue
         files.append(p)
     if not files:
-        raise MissingPathError(f"input={path}: no record files ({', '.join(SUFFIXES)})")
+        raise MissingPathError(f"input={path}: no record files in it; ecgx predict reads {FORMATS}")
     return files
 
 
@@ -118,7 +125,7 @@ def read_file(path: str | Path, fs: float | None = None) -> Record:
         elif suffix == ".npy":
             record = _read_npy(path, fs)
         else:
-            raise RecordError(f"{path}: unsupported format (expected one of {SUFFIXES})")
+            raise RecordError(f"{path}: not a supported record file; ecgx predict reads {FORMATS}")
     except RecordError:
         raise
     except Exception as err:  # a reader meeting something it never expected: still name the file

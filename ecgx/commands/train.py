@@ -57,6 +57,7 @@ def train(
             fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
             log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
         module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
+        module.example_input_array = datamodule.example_input()  # the summary's FLOPs
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if enabled(c)]
         callbacks += list(extra_callbacks or [])
         run.resume.prepare(callbacks)
@@ -76,7 +77,7 @@ def train(
             if not best:
                 log.warning("no best checkpoint: testing the last weights")
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
-                                   weights_only=True)  # fmt: skip
+                                   weights_only=True, verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in results[0].items()})
             run.log_file(best, "checkpoints")
         if run.logger is not None and not run.resumed:  # params are write-once in MLflow
@@ -86,5 +87,5 @@ def train(
 
             # After trainer.test the module holds the best checkpoint's weights.
             metrics.update(explain_after_training(cfg, module, datamodule, run))
-        print_metrics(metrics, "Test metrics (best checkpoint):")
+        print_metrics(metrics, "Test metrics (best checkpoint):", datamodule.class_names)
     return metrics

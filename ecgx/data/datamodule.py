@@ -224,6 +224,10 @@ class ECGDataModule(L.LightningDataModule):
     def input_length(self) -> int | None:
         return self.transform.output_length(self._open_cache().fixed_length())
 
+    def example_input(self) -> torch.Tensor:
+        """One validation record as a batch of one, as the model sees it (after transforms)."""
+        return self.val_dataloader().dataset[0]["signal"].unsqueeze(0)
+
     def split_table(self) -> pd.DataFrame:
         """Record ids per split (logged to the run so the split can be audited and reused)."""
         meta = self._open_cache().meta

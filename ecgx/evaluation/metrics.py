@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -435,12 +435,30 @@ def bootstrap_intervals(
     return out
 
 
-def print_metrics(metrics: dict[str, float], heading: str) -> None:
-    """The ``test/`` entries of ``metrics`` as an aligned table under ``heading``."""
-    rows = sorted((k, v) for k, v in metrics.items() if k.startswith("test/"))
-    if not rows:
+def print_metrics(metrics: dict[str, float], heading: str, class_names: Sequence[str] = ()) -> None:
+    """The ``test/`` metrics as a person reads them: each summary metric on one line with its
+    bootstrap interval beside it, then the per-class metrics as one row per metric and one
+    column per class."""
+    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+    if not test:
         return
-    width = max(len(k) for k, _ in rows)
+    per_class: dict[str, dict[str, float]] = {}
+    for name in sorted(class_names, key=len, reverse=True):  # "f1_tuned_X" before "f1_X"
+        for key in [k for k in test if k.endswith(f"_{name}")]:
+            per_class.setdefault(key.removesuffix(f"_{name}"), {})[name] = test.pop(key)
+    summary = {k: v for k, v in test.items() if not k.endswith(("_ci_low", "_ci_high"))}
+    width = max(len(k) for k in [*summary, *per_class, "per class"])
     print(f"\n{heading}")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v:.4f}")
+    for key, value in sorted(summary.items()):
+        low, high = test.get(f"{key}_ci_low"), test.get(f"{key}_ci_high")
+        interval = (
+            f"  (95 % CI {low:.4f}-{high:.4f})" if low is not None and high is not None else ""
+        )
+        print(f"  {key:<{width}}  {value:.4f}{interval}")
+    if per_class:
+        names = [n for n in class_names if any(n in row for row in per_class.values())]
+        cell = max(6, *(len(n) for n in names))
+        print(f"  {'per class':<{width}}  " + "  ".join(f"{n:>{cell}}" for n in names))
+        for key, row in sorted(per_class.items()):
+            cells = (f"{row[n]:>{cell}.4f}" if n in row else " " * cell for n in names)
+            print(f"  {key:<{width}}  " + "  ".join(cells))

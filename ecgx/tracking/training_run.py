@@ -3,6 +3,7 @@ resume) its run, record what it trained on, and close it FINISHED or FAILED."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -74,6 +75,7 @@ class TrackedRun:
             return cls(cfg, done=dict(done.data.metrics))
         run_name = cfg.logger.get("run_name") or f"{ctx['choices'].get('model', 'run')}-s{cfg.seed}"
         resume = ResumePoint.find(cfg, key, tracking=True)
+        _create_experiment(cfg.tracking_uri, cfg.experiment_name)
         logger = instantiate(cfg.logger, run_name=run_name, **resume.logger_kwargs())
         resume.started(logger)
         if not resume.run_id:
@@ -108,6 +110,9 @@ class TrackedRun:
         if self.logger is not None:
             self.client.set_terminated(self.run_id, "FINISHED")
             print(f"\nMLflow run {self.run_id} in experiment '{self.cfg.experiment_name}'.")
+            artifacts = self.client.get_run(self.run_id).info.artifact_uri
+            if self.client.list_artifacts(self.run_id, "plots"):
+                print(f"Plots: {artifacts.removeprefix('file://')}/plots")
             print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {self.cfg.tracking_uri}")
 
     def _server_lost(self, err: BaseException) -> None:
@@ -157,3 +162,15 @@ class TrackedRun:
     def log_file(self, path: str | Path, folder: str) -> None:
         if self.logger is not None and path:
             log_file(self.client, self.run_id, path, folder)
+
+
+def _create_experiment(tracking_uri: str, name: str) -> None:
+    """Create the MLflow experiment before Lightning's logger looks for it, which would warn
+    that it is missing on every first run of a project."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        with contextlib.suppress(MlflowException):  # a parallel sweep job created it first
+            client.create_experiment(name)

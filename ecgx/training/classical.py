@@ -81,5 +81,5 @@ def fit_and_test_classical(
             # No FLOPs or timing for scikit-learn models: their size is what compare can show.
             run.log_params({"cost/checkpoint_mb": path.stat().st_size / 2**20})
     log.info("val/%s = %.4f", HEADLINE[task], metrics[f"val/{HEADLINE[task]}"])
-    print_metrics(metrics, "Test metrics (fitted estimator):")
+    print_metrics(metrics, "Test metrics (fitted estimator):", names)
     return metrics

@@ -37,7 +37,7 @@ def model_cost(
     }
     was_training = net.training
     try:
-        record = datamodule.val_dataloader().dataset[0]["signal"].unsqueeze(0)
+        record = datamodule.example_input()
         net.eval()
         with torch.no_grad():
             with FlopCounterMode(display=False) as counter:

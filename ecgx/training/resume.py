@@ -22,7 +22,9 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id.txt"
+# Beside the checkpoint folder, not in it: Lightning warns about a checkpoint folder that is not
+# empty when a run starts, and a fresh run's folder should be empty.
+RUN_ID_SUFFIX = ".mlflow_run_id"
 LAST = "last.ckpt"
 
 
@@ -70,7 +72,7 @@ class ResumePoint:
         a fresh run never picks up another run's checkpoints."""
         folder = Path(str(cfg.paths.log_dir)).expanduser() / "checkpoints" / key
         point = cls(folder)
-        last, id_file = folder / LAST, folder / RUN_ID_FILE
+        last, id_file = folder / LAST, point.id_file
         if cfg.get("resume"):
             run_id = id_file.read_text().strip() if id_file.is_file() else None
             status = _run_status(cfg.tracking_uri, run_id) if tracking and run_id else None
@@ -89,6 +91,10 @@ class ResumePoint:
         folder.mkdir(parents=True)
         return point
 
+    @property
+    def id_file(self) -> Path:
+        return self.folder.with_name(self.folder.name + RUN_ID_SUFFIX)
+
     def logger_kwargs(self) -> dict[str, Any]:
         return {"run_id": self.run_id} if self.run_id else {}
 
@@ -96,7 +102,7 @@ class ResumePoint:
         """Remember the run id beside the checkpoints; a resumed run is RUNNING again."""
         if self.run_id:
             logger.experiment.update_run(self.run_id, status="RUNNING")
-        (self.folder / RUN_ID_FILE).write_text(logger.run_id)
+        self.id_file.write_text(logger.run_id)
 
     def prepare(self, callbacks: list[Any]) -> None:
         """Checkpoints without a dirpath go to the stable folder; every checkpoint carries the

@@ -41,6 +41,7 @@ def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
     run = ecgx("train", "-m", "model=imle_net,ecgnet", "seed=0,1", "debug=smoke", *tiny,
                "experiment_name=sweep-test", *_isolated(tmp_path, synthetic_root))  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    _check_console(run.stdout + run.stderr)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "table.csv"
@@ -74,6 +75,21 @@ def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
     assert lines[0].startswith("| model | seed | n |") and len(lines) == 5  # header + 4 groups
 
 
+def _check_console(text: str) -> None:
+    """What a user reads: each line once, no library noise, the plan and the cost figures."""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines()]
+    lines = [ln for ln in lines if ln and "it/s]" not in ln and "s/it]" not in ln]  # the bars
+    twice = [a for a, b in zip(lines, lines[1:]) if a == b or b.endswith(f"] - {a}")
+             or a == f"INFO: {b}"]  # fmt: skip
+    assert not twice, twice[:5]
+    for noise in ("GPU available", "Tip:", "exists and is not empty", "deprecated",
+                  "Creating initial MLflow database", "Experiment with name"):  # fmt: skip
+        assert noise not in text, noise
+    assert any(ln.startswith("training IMLENet") and "epochs x" in ln for ln in lines), lines[:40]
+    assert any("Total Flops" in ln and not ln.startswith("0 ") for ln in lines)
+    assert "Test metrics (best checkpoint):" in text and "(95 % CI" in text
+
+
 def test_missing_dataset_root_fails_fast(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     run = ecgx("train", "dataset=ptbxl", *_isolated(tmp_path, tmp_path / "no-such-ptbxl"))
@@ -85,6 +101,8 @@ def test_missing_dataset_root_fails_fast(tmp_path: Path) -> None:
 def test_unknown_option_and_wrong_key_fail_fast(tmp_path: Path) -> None:
     run = ecgx("train", "model=resnet9000")
     assert run.returncode != 0 and "resnet9000" in run.stderr and "compact_resnet" in run.stderr
+    run = ecgx("train", "model=compact_resnt", "debug=smoke")
+    assert "did you mean model=compact_resnet?" in run.stderr and "Traceback" not in run.stderr
     run = ecgx("train", "trainer.max_epoks=3")
     assert run.returncode != 0 and "max_epoks" in run.stderr
 

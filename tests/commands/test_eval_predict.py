@@ -43,6 +43,26 @@ def _copy_record(src: Path, folder: Path) -> None:
             shutil.copy(src.with_suffix(suffix), folder)
 
 
+def test_predict_checks_its_input_before_fetching_the_run(tmp_path: Path, monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    from ecgx.commands import predict
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run was fetched before the input was checked")
+
+    monkeypatch.setattr(predict, "load_run", never)
+    (tmp_path / "notes.txt").write_text("")
+    cfg = OmegaConf.create({"run_id": "0" * 32, "input": str(tmp_path / "notes.txt")})
+    with pytest.raises(RecordError, match=r"notes.txt: not a supported record file; ecgx predict "
+                       r"reads WFDB \(.hea"):  # fmt: skip
+        predict.predict_run(cfg)
+    (tmp_path / "empty").mkdir()
+    cfg.input = str(tmp_path / "empty")
+    with pytest.raises(MissingPathError, match="no record files in it; ecgx predict reads WFDB"):
+        predict.predict_run(cfg)
+
+
 def test_find_records_and_unsupported(tmp_path: Path) -> None:
     (tmp_path / "a.hea").write_text("x")
     (tmp_path / "a.mat").write_bytes(b"")  # the header's signal file, not a record of its own
@@ -52,7 +72,7 @@ def test_find_records_and_unsupported(tmp_path: Path) -> None:
     assert [p.name for p in find_records(tmp_path)] == ["a.hea", "b.mat"]
     with pytest.raises(MissingPathError, match="no such file"):
         find_records(tmp_path / "absent")
-    with pytest.raises(RecordError, match="notes.txt: unsupported format"):
+    with pytest.raises(RecordError, match="notes.txt: not a supported record file; .* WFDB"):
         read_file(tmp_path / "notes.txt")
     np.save(tmp_path / "x.npy", np.zeros((12, 10), np.float32))
     with pytest.raises(RecordError, match=r"x.npy: a .npy file carries no sampling rate"):

@@ -262,3 +262,17 @@ def test_evaluate_split_names_every_seed_metric_and_the_challenge_score() -> Non
     assert ci["macro_auroc_ci_low"] < m["macro_auroc"] < ci["macro_auroc_ci_high"]
     single = evaluate_split("multiclass", p, np.eye(3)[p.argmax(1)], names)
     assert single["accuracy"] == 1.0 and "f1_426783006" in single
+
+
+def test_print_metrics_puts_intervals_beside_and_classes_in_columns(capsys) -> None:
+    metrics = {"test/macro_auroc": 0.81, "test/macro_auroc_ci_low": 0.78,
+               "test/macro_auroc_ci_high": 0.84, "test/auroc_MI": 0.7, "test/auroc_NORM": 0.9,
+               "test/f1_tuned_MI": 0.5, "test/f1_MI": 0.4, "val/macro_auroc": 0.99}  # fmt: skip
+    M.print_metrics(metrics, "Test metrics:", ["MI", "NORM"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "Test metrics:"
+    assert lines[1].split() == ["macro_auroc", "0.8100", "(95", "%", "CI", "0.7800-0.8400)"]
+    assert lines[2].split() == ["per", "class", "MI", "NORM"]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[3:]}
+    assert rows == {"auroc": ["0.7000", "0.9000"], "f1": ["0.4000"], "f1_tuned": ["0.5000"]}
+    assert "0.99" not in "".join(lines)  # val/ metrics are not test metrics
