@@ -409,6 +409,11 @@ def bootstrap_intervals(
 
     One resampling of the records serves every metric (as the PTB-XL benchmark's protocol);
     resamples where a metric is undefined are skipped for that metric only.
+
+    Not ``scipy.stats.bootstrap``: a resample without a positive of some class leaves that
+    class's AUROC undefined, and scipy's percentile interval of a statistic that is NaN in any
+    resample is NaN (it has no per-metric skip); its default BCa interval would also need a
+    jackknife of n full metric evaluations per split.
     """
     probs, targets = np.asarray(probs, dtype=float), np.asarray(targets)
     rng = np.random.default_rng(seed)
