@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp
+from ecgx.datasets.base import check_root, row_record
 from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.formats.record import (
     LEADS,
@@ -103,12 +104,7 @@ class ChapmanShaoxing:
     # -- files -------------------------------------------------------------------------------
     def ensure(self) -> None:
         """Fail early on a missing root, table or signal folder."""
-        if not self.root.is_dir():
-            raise MissingPathError(f"dataset.root does not exist: {self.root}")
-        if not (self.root / DIAGNOSTICS).is_file():
-            raise MissingPathError(
-                f"dataset.root={self.root} is not a Chapman-Shaoxing folder: {DIAGNOSTICS} is missing"
-            )
+        check_root(self.root, [DIAGNOSTICS], "a Chapman-Shaoxing folder")
         if not (self.root / self.folder).is_dir():
             raise MissingPathError(
                 f"dataset.root={self.root}: {self.folder}/ is missing "
@@ -171,17 +167,7 @@ class ChapmanShaoxing:
         leads = canonical_leads(names, where) if names else LEADS
         signal = (values.T / 1000.0).astype(np.float32)
         check_signal(signal, where)
-        return Record(
-            record_id=row["record_id"],
-            signal=reorder_leads(signal, leads, LEADS, where),
-            fs=float(FS),
-            leads=LEADS,
-            patient_id=row["patient_id"],
-            age=row["age"],
-            sex=row["sex"],
-            source="chapman_shaoxing",
-            labels=row["labels"],
-        )
+        return row_record(row, reorder_leads(signal, leads, LEADS, where), FS, "chapman_shaoxing")
 
     def _drop_low_quality(self, meta: pd.DataFrame) -> pd.DataFrame:
         failing = []

@@ -22,19 +22,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.io
 
 from ecgx.data.cache import listing_stamp
+from ecgx.datasets.base import check_root, row_record
 from ecgx.datasets.cinc_labels import EDITIONS, TASKS, class_map, multi_hot, parse_dx
 from ecgx.errors import ConfigValueError, MissingPathError
-from ecgx.formats.record import (
-    LEADS,
-    Record,
-    RecordError,
-    canonical_leads,
-    check_signal,
-    reorder_leads,
-)
+from ecgx.formats.matlab import load_mat
+from ecgx.formats.record import LEADS, Record, RecordError, canonical_order, check_signal
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +124,7 @@ class CinC:
 
     def ensure(self) -> None:
         """Fail early on a missing root, or one without records of the chosen sources."""
-        if not self.root.is_dir():
-            raise MissingPathError(f"dataset.root does not exist: {self.root}")
+        check_root(self.root)
         if not self._find():
             what = f" of sources {self.sources}" if self.sources else ""
             raise MissingPathError(
@@ -223,18 +216,8 @@ class CinC:
             physical = physical * header["scale"][:, None]
         signal = physical.astype(np.float32)
         check_signal(signal, str(mat))
-        leads = canonical_leads(header["leads"], str(hea))
-        return Record(
-            record_id=str(row["record_id"]),
-            signal=reorder_leads(signal, leads, LEADS, str(hea)),
-            fs=header["fs"],
-            leads=LEADS,
-            patient_id=str(row["patient_id"]),
-            age=row["age"],
-            sex=row["sex"],
-            source=source,
-            labels=row["labels"],
-        )
+        signal = canonical_order(signal, header["leads"], str(hea))
+        return row_record(row, signal, header["fs"], source)
 
     # -- labels ------------------------------------------------------------------------------
     def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -341,13 +324,7 @@ def _gain_field(text: str, adc_zero: int) -> tuple[float, float, float]:
 
 
 def _load_val(mat: Path, n_sig: int, n_samples: int) -> np.ndarray:
-    try:
-        content = scipy.io.loadmat(str(mat), variable_names=["val"])
-    except FileNotFoundError as err:
-        raise RecordError(f"{mat}: signal file missing") from err
-    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError... for damage
-        raise RecordError(f"{mat}: unreadable MATLAB file ({type(err).__name__}: {err})") from err
-    val = content.get("val")
+    val = load_mat(mat, "val", missing="signal file missing").get("val")
     if not isinstance(val, np.ndarray) or val.dtype.kind not in "iuf":
         raise RecordError(f"{mat}: no numeric variable 'val'")
     if val.shape != (n_sig, n_samples):

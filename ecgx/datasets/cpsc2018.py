@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.io
 
 from ecgx.data.cache import file_stamp, listing_stamp
+from ecgx.datasets.base import check_root, row_record
 from ecgx.errors import ConfigValueError, MissingPathError
+from ecgx.formats.matlab import load_mat
 from ecgx.formats.record import LEADS, Record, RecordError, check_signal
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,7 @@ class CPSC2018:
     # -- files -------------------------------------------------------------------------------
     def ensure(self) -> None:
         """Fail early on a missing root or REFERENCE.csv."""
-        if not self.root.is_dir():
-            raise MissingPathError(f"dataset.root does not exist: {self.root}")
-        if not (self.root / REFERENCE_CSV).is_file():
-            raise MissingPathError(
-                f"dataset.root={self.root} is not a CPSC 2018 folder: {REFERENCE_CSV} is missing"
-            )
+        check_root(self.root, [REFERENCE_CSV], "a CPSC 2018 folder")
 
     def signal_spec(self) -> dict:
         """What determines the signals: the folder and the declared rate, not the classes."""
@@ -154,17 +150,7 @@ class CPSC2018:
             raise RecordError(f"{path}: ECG.data is not numeric ({data.dtype})")
         signal = data.astype(np.float32)
         check_signal(signal, str(path))
-        return Record(
-            record_id=str(row["record_id"]),
-            signal=signal,
-            fs=self.fs,
-            leads=LEADS,
-            patient_id=str(row["patient_id"]),
-            age=row["age"],
-            sex=row["sex"],
-            source="CPSC",
-            labels=row["labels"],
-        )
+        return row_record(row, signal, self.fs, "CPSC")
 
     # -- labels ------------------------------------------------------------------------------
     def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -218,13 +204,7 @@ def read_reference(path: str | Path) -> dict[str, list[str]]:
 
 def _load_struct(path: Path) -> tuple[float, float, np.ndarray]:
     """(sex 0/1/NaN, age or NaN, data) of one file; RecordError naming it otherwise."""
-    try:
-        content = scipy.io.loadmat(str(path), variable_names=["ECG"])
-    except FileNotFoundError as err:
-        raise RecordError(f"{path}: file missing") from err
-    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError... for damage
-        raise RecordError(f"{path}: unreadable MATLAB file ({type(err).__name__}: {err})") from err
-    ecg = content.get("ECG")
+    ecg = load_mat(path, "ECG").get("ECG")
     names = ecg.dtype.names if isinstance(ecg, np.ndarray) else None
     if not names or ecg.size != 1 or "data" not in names:
         raise RecordError(f"{path}: no struct ECG with a field 'data'")

@@ -19,15 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp
+from ecgx.datasets.base import check_root, row_record
 from ecgx.errors import ConfigValueError, MissingPathError
-from ecgx.formats.record import (
-    LEADS,
-    Record,
-    RecordError,
-    canonical_leads,
-    check_signal,
-    reorder_leads,
-)
+from ecgx.formats.record import Record, RecordError, canonical_order, check_signal
 from ecgx.formats.wfdb_format16 import read_record
 
 log = logging.getLogger(__name__)
@@ -92,13 +86,7 @@ class PTBXL:
 
             log.info("generating synthetic PTB-XL-layout set at %s", self.root)
             generate_ptbxl_like(self.root, **self.synthetic)
-        if not self.root.is_dir():
-            raise MissingPathError(f"dataset.root does not exist: {self.root}")
-        for name in (DATABASE_CSV, STATEMENTS_CSV):
-            if not (self.root / name).is_file():
-                raise MissingPathError(
-                    f"dataset.root={self.root} is not a PTB-XL folder: {name} is missing"
-                )
+        check_root(self.root, [DATABASE_CSV, STATEMENTS_CSV], "a PTB-XL folder")
 
     def signal_spec(self) -> dict:
         """What determines the signals (and so the cache key): not the task or label rules."""
@@ -141,18 +129,7 @@ class PTBXL:
         if fs != self.sampling_rate:
             raise RecordError(f"{where}: fs {fs} Hz, expected {self.sampling_rate}")
         check_signal(signal, where)
-        leads = canonical_leads(names, where)
-        return Record(
-            record_id=row["record_id"],
-            signal=reorder_leads(signal, leads, LEADS, where),
-            fs=float(fs),
-            leads=LEADS,
-            patient_id=row["patient_id"],
-            age=row["age"],
-            sex=row["sex"],
-            source="ptbxl",
-            labels=row["labels"],
-        )
+        return row_record(row, canonical_order(signal, names, where), fs, "ptbxl")
 
     # -- labels ------------------------------------------------------------------------------
     def statement_map(self) -> dict[str, str]:

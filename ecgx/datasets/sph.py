@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp
-from ecgx.errors import ConfigValueError, MissingPathError
+from ecgx.datasets.base import check_root, row_record
+from ecgx.errors import ConfigValueError
 from ecgx.formats.record import LEADS, Record, RecordError, check_signal
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,7 @@ class SPH:
     # -- files -------------------------------------------------------------------------------
     def ensure(self) -> None:
         """Fail early on a missing root or metadata table."""
-        if not self.root.is_dir():
-            raise MissingPathError(f"dataset.root does not exist: {self.root}")
-        if not (self.root / METADATA_CSV).is_file():
-            raise MissingPathError(
-                f"dataset.root={self.root} is not an SPH folder: {METADATA_CSV} is missing"
-            )
+        check_root(self.root, [METADATA_CSV], "an SPH folder")
 
     def signal_spec(self) -> dict:
         """What determines the signals (the task does not)."""
@@ -165,17 +161,7 @@ class SPH:
             raise RecordError(f"{where}: {signal.shape[1]} samples, metadata N says {int(n)}")
         signal = signal.astype(np.float32)
         check_signal(signal, where)
-        return Record(
-            record_id=row["record_id"],
-            signal=signal,
-            fs=float(FS),
-            leads=LEADS,
-            patient_id=row["patient_id"],
-            age=row["age"],
-            sex=row["sex"],
-            source="sph",
-            labels=row["labels"],
-        )
+        return row_record(row, signal, FS, "sph")
 
     # -- labels ------------------------------------------------------------------------------
     @staticmethod

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -262,13 +264,34 @@ def ecg_paper(
         ValueError: bad shapes, lead names or layout; an attribution whose shape differs from
             the signal's (both shapes in the message).
     """
+    sig, names, layout, attr = _paper_inputs(signal, fs, leads, layout, attribution)
+    strips = _place_strips(layout, sig.shape[1], fs, names)
+    tops, baselines = _row_positions(sig, strips)
+    overlay = _overlay(attr, signed, cmap, vmax)
+    page = _page_layout(strips.span, float(tops[-1]), title, cbar_label, overlay)
+    fig, ax = _paper_axes(page, strips.span, float(tops[-1]), faint=attr is not None)
+    _draw_strips(ax, sig, fs, names, layout, strips, tops, baselines, overlay)
+    _draw_time_axis(ax, strips.span, float(tops[-1]))
+    _draw_header(fig, page, fs, sig.shape[1] / fs)
+    if overlay.values is not None:
+        _draw_colourbar(fig, page, overlay)
+    return fig
+
+
+def _paper_inputs(
+    signal: np.ndarray,
+    fs: float,
+    leads: Sequence[str],
+    layout: str,
+    attribution: np.ndarray | None,
+) -> tuple[np.ndarray, list[str], str, np.ndarray | None]:
+    """(signal, lead names, canonical layout name, attribution) checked against each other."""
     sig = _as_2d(signal, "signal")
     if fs <= 0:
         raise ValueError(f"fs must be positive, got {fs}")
     names = _check_leads(leads, sig.shape[0], "signal")
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(_LAYOUTS)}, got {layout!r}")
-    layout = _LAYOUTS[layout]
     attr = None
     if attribution is not None:
         attr = np.asarray(attribution, dtype=float)
@@ -279,145 +302,219 @@ def ecg_paper(
                 f"attribution shape {np.shape(attribution)} does not match "
                 f"signal shape {np.shape(signal)}"
             )
+    return sig, names, _LAYOUTS[layout], attr
 
-    n_leads, n_samples = sig.shape
+
+@dataclass(frozen=True)
+class _Strips:
+    """Which stretch of which lead goes in which row of the paper."""
+
+    strips: list[tuple[int, int, int, int]]  # (lead index, first sample, end sample, row)
+    span: float  # seconds of paper across
+    n_rows: int  # drawn top to bottom
+    col_edges: list[float]  # times of the column separators (3x4 only)
+
+
+def _place_strips(layout: str, n_samples: int, fs: float, names: list[str]) -> _Strips:
+    n_leads = len(names)
     duration = n_samples / fs
-    t_all = np.arange(n_samples) / fs
-
-    # Each strip: (lead index, first sample, end sample, row); rows are drawn top to bottom.
-    strips: list[tuple[int, int, int, int]] = []
     if layout == "12x1":
-        span = duration
-        strips = [(i, 0, n_samples, i) for i in range(n_leads)]
-        n_rows = n_leads
-        col_edges: list[float] = []
-    else:
-        span = min(duration, 10.0)
-        n_cols = math.ceil(n_leads / 3)
-        per_col = min(3, n_leads)
-        width = span / n_cols
-        col_edges = [c * width for c in range(1, n_cols)]
-        for i in range(n_leads):
-            c, r = divmod(i, per_col)
-            a = int(round(c * width * fs))
-            b = min(n_samples, int(round((c + 1) * width * fs)) + 1)  # +1: columns touch
-            strips.append((i, a, b, r))
-        rhythm = names.index("II") if "II" in names else 0
-        strips.append((rhythm, 0, min(n_samples, int(round(span * fs))), per_col))
-        n_rows = per_col + 1
+        return _Strips([(i, 0, n_samples, i) for i in range(n_leads)], duration, n_leads, [])
+    span = min(duration, 10.0)
+    n_cols = math.ceil(n_leads / 3)
+    per_col = min(3, n_leads)
+    width = span / n_cols
+    strips = []
+    for i in range(n_leads):
+        c, r = divmod(i, per_col)
+        a = int(round(c * width * fs))
+        b = min(n_samples, int(round((c + 1) * width * fs)) + 1)  # +1: columns touch
+        strips.append((i, a, b, r))
+    rhythm = names.index("II") if "II" in names else 0
+    strips.append((rhythm, 0, min(n_samples, int(round(span * fs))), per_col))
+    return _Strips(strips, span, per_col + 1, [c * width for c in range(1, n_cols)])
 
-    ranges = [(-0.5, 0.5)] * n_rows
-    for i, a, b, r in strips:
+
+def _row_positions(sig: np.ndarray, strips: _Strips) -> tuple[np.ndarray, list[float]]:
+    """(top edge of every row and the paper's bottom edge last, baseline of every row) in mV:
+    each row is as tall as the widest swing of the strips in it."""
+    ranges = [(-0.5, 0.5)] * strips.n_rows
+    for i, a, b, r in strips.strips:
         lo, hi = _row_range(sig[i, a:b])
         ranges[r] = (min(ranges[r][0], lo), max(ranges[r][1], hi))
     tops = np.concatenate([[0.0], -np.cumsum([hi - lo for lo, hi in ranges])])
-    baselines = [tops[r] - ranges[r][1] for r in range(n_rows)]
-    y_bottom, y_top = float(tops[-1]), 0.0
+    baselines = [tops[r] - ranges[r][1] for r in range(strips.n_rows)]
+    return tops, baselines
 
-    # Physical layout in mm, then converted to figure fractions.
+
+class _Overlay(NamedTuple):
+    """The attribution and how it maps onto colours (all None without one)."""
+
+    values: np.ndarray | None
+    signed: bool
+    cmap: mcolors.Colormap | None
+    norm: mcolors.Normalize | None
+
+
+def _overlay(
+    attr: np.ndarray | None, signed: bool | None, cmap: str | None, vmax: float | None
+) -> _Overlay:
+    if attr is None:
+        return _Overlay(None, False, None, None)
+    is_signed = _is_signed(attr, signed)
+    cmap_obj = matplotlib.colormaps[cmap or (SIGNED_CMAP if is_signed else UNSIGNED_CMAP)]
+    return _Overlay(attr, is_signed, cmap_obj, _norm(attr, is_signed, vmax))
+
+
+@dataclass(frozen=True)
+class _Page:
+    """The figure's physical layout, in mm."""
+
+    fig_w: float
+    fig_h: float
+    paper_w: float
+    paper_h: float
+    bottom: float  # below the paper: time axis, or the part of a colourbar that overflows
+    bar_h: float
+    bar_label: str
+    title_lines: list[str]
+
+    def rect(self, x: float, y: float, w: float, h: float) -> tuple[float, ...]:
+        """A box in mm as figure fractions."""
+        return (x / self.fig_w, y / self.fig_h, w / self.fig_w, h / self.fig_h)
+
+
+def _page_layout(
+    span: float, y_bottom: float, title: str | None, cbar_label: str, overlay: _Overlay
+) -> _Page:
+    y_top = 0.0
+    has_bar = overlay.values is not None
     paper_w = span * MM_PER_S
     paper_h = (y_top - y_bottom) * MM_PER_MV
-    right = RIGHT_MARGIN_MM + (COLORBAR_MARGIN_MM if attr is not None else 0.0)
+    right = RIGHT_MARGIN_MM + (COLORBAR_MARGIN_MM if has_bar else 0.0)
     fig_w = max(LEFT_MARGIN_MM + paper_w + right, MIN_WIDTH_MM)
     header_width_chars = max(20, int((fig_w - LEFT_MARGIN_MM) / (0.6 * (_FONT + 1) * 0.3528)))
     title_lines = textwrap.wrap(title, header_width_chars) if title else []
     header = HEADER_LINE_MM * (len(title_lines) + 1) + 2.0
-    bar_label = cbar_label + (" (signed)" if attr is not None and _is_signed(attr, signed) else "")
+    bar_label = cbar_label + (" (signed)" if overlay.signed else "")
     # The colourbar is at least as tall as its rotated label; on a short strip it overflows the
     # paper, and the figure grows below so that the label never runs into the header.
     bar_h = max(min(paper_h, max(30.0, 0.5 * paper_h)), len(bar_label) * 1.9 + 4.0)
     bottom = BOTTOM_MARGIN_MM
-    if attr is not None:
+    if has_bar:
         bottom = max(bottom, bar_h - paper_h + 4.0)
     fig_h = header + paper_h + bottom
-    fig = Figure(figsize=(_mm(fig_w), _mm(fig_h)))
-    ax = fig.add_axes((LEFT_MARGIN_MM / fig_w, bottom / fig_h, paper_w / fig_w, paper_h / fig_h))
+    return _Page(fig_w, fig_h, paper_w, paper_h, bottom, bar_h, bar_label, title_lines)
+
+
+def _paper_axes(page: _Page, span: float, y_bottom: float, faint: bool) -> tuple[Figure, Any]:
+    """The figure at its physical size and the gridded paper in it (x in s, y in mV)."""
+    fig = Figure(figsize=(_mm(page.fig_w), _mm(page.fig_h)))
+    ax = fig.add_axes(page.rect(LEFT_MARGIN_MM, page.bottom, page.paper_w, page.paper_h))
     ax.set_xlim(0.0, span)
-    ax.set_ylim(y_bottom, y_top)
+    ax.set_ylim(y_bottom, 0.0)
     ax.set_facecolor(_PAPER)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     ax.spines["bottom"].set_color(_MAJOR_GRID)
-    _draw_grid(ax, span, y_bottom, y_top, faint=attr is not None)
+    _draw_grid(ax, span, y_bottom, 0.0, faint=faint)
+    return fig, ax
 
-    if attr is not None:
-        is_signed = _is_signed(attr, signed)
-        cmap_obj = matplotlib.colormaps[cmap or (SIGNED_CMAP if is_signed else UNSIGNED_CMAP)]
-        norm = _norm(attr, is_signed, vmax)
-    else:
-        is_signed, cmap_obj, norm = False, None, None
 
-    for i, a, b, r in strips:
+def _draw_strips(
+    ax,
+    sig: np.ndarray,
+    fs: float,
+    names: list[str],
+    layout: str,
+    strips: _Strips,
+    tops: np.ndarray,
+    baselines: list[float],
+    overlay: _Overlay,
+) -> None:
+    t_all = np.arange(sig.shape[1]) / fs
+    attr = overlay.values
+    for i, a, b, r in strips.strips:
         _draw_trace(
             ax,
             t_all[a:b],
             sig[i, a:b] + baselines[r],
             None if attr is None else attr[i, a:b],
-            cmap_obj,
-            norm,
-            is_signed,
+            overlay.cmap,
+            overlay.norm,
+            overlay.signed,
             (tops[r + 1], tops[r]),
         )
         if layout == "12x1":
-            ax.annotate(
-                names[i],
-                xy=(0.0, baselines[r]),
-                xycoords=("axes fraction", "data"),
-                xytext=(-5, 0),
-                textcoords="offset points",
-                ha="right",
-                va="center",
-                fontsize=_FONT + 1,
-                fontweight="bold",
-            )
+            _label_row(ax, names[i], baselines[r])
         else:
-            # Printout convention: the label sits at the start of its column, above the trace.
-            ax.text(
-                t_all[a] + 0.04,
-                tops[r] - 0.08,
-                names[i],
-                ha="left",
-                va="top",
-                fontsize=_FONT + 1,
-                fontweight="bold",
-                zorder=4,
-                bbox={"boxstyle": "square,pad=0.1", "fc": _PAPER, "ec": "none", "alpha": 0.8},
-            )
-    for x in col_edges:  # column separators, as on printouts
-        for r in range(n_rows - 1):
+            _label_column(ax, names[i], t_all[a], tops[r])
+    for x in strips.col_edges:  # column separators, as on printouts
+        for r in range(strips.n_rows - 1):
             ax.plot([x, x], [baselines[r] - 0.3, baselines[r] + 0.3], color="black", lw=1.0)
 
+
+def _label_row(ax, name: str, baseline: float) -> None:
+    """A 12x1 lead label: in the left margin, level with the baseline."""
+    ax.annotate(
+        name,
+        xy=(0.0, baseline),
+        xycoords=("axes fraction", "data"),
+        xytext=(-5, 0),
+        textcoords="offset points",
+        ha="right",
+        va="center",
+        fontsize=_FONT + 1,
+        fontweight="bold",
+    )
+
+
+def _label_column(ax, name: str, start: float, top: float) -> None:
+    # Printout convention: the label sits at the start of its column, above the trace.
+    ax.text(
+        start + 0.04,
+        top - 0.08,
+        name,
+        ha="left",
+        va="top",
+        fontsize=_FONT + 1,
+        fontweight="bold",
+        zorder=4,
+        bbox={"boxstyle": "square,pad=0.1", "fc": _PAPER, "ec": "none", "alpha": 0.8},
+    )
+
+
+def _draw_time_axis(ax, span: float, y_bottom: float) -> None:
     ax.set_xlim(0.0, span)  # imshow autoscales; the paper's extent is fixed
-    ax.set_ylim(y_bottom, y_top)
+    ax.set_ylim(y_bottom, 0.0)
     step = 1.0 if span >= 2 else 0.2
     ax.set_xticks(np.arange(0.0, span + 1e-9, step))
     ax.set_yticks([])
     ax.tick_params(axis="x", labelsize=_FONT, length=3, color=_MAJOR_GRID)
     ax.set_xlabel("Time (s)", fontsize=_FONT, labelpad=2)
 
-    # Header, left-aligned with the paper: title lines, then the scale line.
-    x_hdr = LEFT_MARGIN_MM / fig_w
-    y = 1.0 - 1.5 / fig_h
-    for line in title_lines:
+
+def _draw_header(fig: Figure, page: _Page, fs: float, duration: float) -> None:
+    """Title lines, then the scale line, left-aligned with the paper."""
+    x_hdr = LEFT_MARGIN_MM / page.fig_w
+    y = 1.0 - 1.5 / page.fig_h
+    for line in page.title_lines:
         fig.text(x_hdr, y, line, ha="left", va="top", fontsize=_FONT + 1, fontweight="bold")
-        y -= HEADER_LINE_MM / fig_h
+        y -= HEADER_LINE_MM / page.fig_h
     scale = f"25 mm/s   10 mm/mV   fs {fs:g} Hz   {duration:.2f} s   grid 0.04 s × 0.1 mV"
     fig.text(x_hdr, y, scale, ha="left", va="top", fontsize=_SMALL, color="#555555")
 
-    if attr is not None:
-        bar_y = bottom + paper_h - bar_h if bar_h > paper_h else bottom + (paper_h - bar_h) / 2
-        cax = fig.add_axes(
-            (
-                (LEFT_MARGIN_MM + paper_w + 5.0) / fig_w,
-                bar_y / fig_h,
-                4.0 / fig_w,
-                bar_h / fig_h,
-            )
-        )
-        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap_obj), cax=cax)
-        cbar.set_label(bar_label, fontsize=_FONT)
-        cbar.ax.tick_params(labelsize=_SMALL)
-    return fig
+
+def _draw_colourbar(fig: Figure, page: _Page, overlay: _Overlay) -> None:
+    """Right of the paper: centred on it, or top-aligned where it is taller than the paper."""
+    if page.bar_h > page.paper_h:
+        bar_y = page.bottom + page.paper_h - page.bar_h
+    else:
+        bar_y = page.bottom + (page.paper_h - page.bar_h) / 2
+    cax = fig.add_axes(page.rect(LEFT_MARGIN_MM + page.paper_w + 5.0, bar_y, 4.0, page.bar_h))
+    cbar = fig.colorbar(ScalarMappable(norm=overlay.norm, cmap=overlay.cmap), cax=cax)
+    cbar.set_label(page.bar_label, fontsize=_FONT)
+    cbar.ax.tick_params(labelsize=_SMALL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,35 +613,14 @@ def heatmap(
         xlabel, ylabel: axis labels.
         cmap: overrides the colormap chosen by ``signed``.
     """
-    mat = np.asarray(matrix, dtype=float)
-    if mat.ndim != 2:
-        raise ValueError(f"matrix must be 2-D, got shape {mat.shape}")
-    rows, cols = list(row_labels), list(col_labels)
-    if len(rows) != mat.shape[0] or len(cols) != mat.shape[1]:
-        raise ValueError(
-            f"matrix shape {mat.shape} does not match {len(rows)} row and {len(cols)} col labels"
-        )
-    if average_row:
-        with np.errstate(all="ignore"):
-            counts = np.isfinite(mat).sum(axis=0)
-            avg = np.where(counts > 0, np.nansum(mat, axis=0) / np.maximum(counts, 1), np.nan)
-        mat = np.vstack([mat, avg])
-        rows = [*rows, "average"]
+    mat, rows, cols = _heatmap_cells(matrix, row_labels, col_labels, average_row)
     n_r, n_c = mat.shape
     is_signed = _is_signed(mat, signed)
     norm = _norm(mat, is_signed)
     cmap_obj = matplotlib.colormaps[cmap or (SIGNED_CMAP if is_signed else UNSIGNED_CMAP)]
     cmap_obj = cmap_obj.with_extremes(bad="#d9d9d9")
 
-    # Size from the content: cells wide enough for their text, labels get the room they need.
-    cell_w = 0.5 if annotate else 0.35
-    cell_h = 0.32
-    col_w_needed = max(_text_width_in(c, _FONT) for c in cols) if cols else 0.0
-    rotate = col_w_needed > cell_w * 0.95
-    row_label_w = max(_text_width_in(r, _FONT) for r in rows)
-    col_label_h = (col_w_needed if rotate else 0.2) + 0.1
-    width = max(3.5, row_label_w + n_c * cell_w + 1.4 + (0.3 if ylabel else 0.0))
-    height = max(2.2, col_label_h + n_r * cell_h + 0.9 + (0.3 if xlabel else 0.0))
+    width, height, rotate = _heatmap_size(rows, cols, annotate, xlabel, ylabel)
     fig = Figure(figsize=(width, height), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap_obj, norm=norm, aspect="auto")
@@ -561,20 +637,7 @@ def heatmap(
         ax.axhline(n_r - 1.5, color="white", lw=3)
         ax.get_yticklabels()[-1].set_fontweight("bold")
     if annotate:
-        size = _FONT if n_c <= 20 else _SMALL
-        for r in range(n_r):
-            for c in range(n_c):
-                v = mat[r, c]
-                if np.isfinite(v):
-                    ax.text(
-                        c,
-                        r,
-                        _compact(v),
-                        ha="center",
-                        va="center",
-                        fontsize=size,
-                        color=_text_colour(cmap_obj(norm(v))),
-                    )
+        _annotate_cells(ax, mat, cmap_obj, norm)
     cbar = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, shrink=min(1.0, 0.4 + 0.1 * n_r))
     cbar.set_label(cbar_label, fontsize=_FONT)
     cbar.ax.tick_params(labelsize=_SMALL)
@@ -587,6 +650,66 @@ def heatmap(
         chars = max(20, int(width * 72 / ((_FONT + 1) * 0.6)))
         ax.set_title(textwrap.fill(title, chars), fontsize=_FONT + 1)
     return fig
+
+
+def _heatmap_cells(
+    matrix: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    average_row: bool,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """The matrix and its labels checked against each other, the average row appended."""
+    mat = np.asarray(matrix, dtype=float)
+    if mat.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {mat.shape}")
+    rows, cols = list(row_labels), list(col_labels)
+    if len(rows) != mat.shape[0] or len(cols) != mat.shape[1]:
+        raise ValueError(
+            f"matrix shape {mat.shape} does not match {len(rows)} row and {len(cols)} col labels"
+        )
+    if average_row:
+        with np.errstate(all="ignore"):
+            counts = np.isfinite(mat).sum(axis=0)
+            avg = np.where(counts > 0, np.nansum(mat, axis=0) / np.maximum(counts, 1), np.nan)
+        mat = np.vstack([mat, avg])
+        rows = [*rows, "average"]
+    return mat, rows, cols
+
+
+def _heatmap_size(
+    rows: list[str], cols: list[str], annotate: bool, xlabel: str | None, ylabel: str | None
+) -> tuple[float, float, bool]:
+    """(width, height) in inches and whether the column labels stand upright.
+
+    Sized from the content: cells wide enough for their text, labels get the room they need.
+    """
+    cell_w = 0.5 if annotate else 0.35
+    cell_h = 0.32
+    col_w_needed = max(_text_width_in(c, _FONT) for c in cols) if cols else 0.0
+    rotate = col_w_needed > cell_w * 0.95
+    row_label_w = max(_text_width_in(r, _FONT) for r in rows)
+    col_label_h = (col_w_needed if rotate else 0.2) + 0.1
+    width = max(3.5, row_label_w + len(cols) * cell_w + 1.4 + (0.3 if ylabel else 0.0))
+    height = max(2.2, col_label_h + len(rows) * cell_h + 0.9 + (0.3 if xlabel else 0.0))
+    return width, height, rotate
+
+
+def _annotate_cells(ax, mat: np.ndarray, cmap: mcolors.Colormap, norm: mcolors.Normalize) -> None:
+    n_r, n_c = mat.shape
+    size = _FONT if n_c <= 20 else _SMALL
+    for r in range(n_r):
+        for c in range(n_c):
+            v = mat[r, c]
+            if np.isfinite(v):
+                ax.text(
+                    c,
+                    r,
+                    _compact(v),
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color=_text_colour(cmap(norm(v))),
+                )
 
 
 def curves(

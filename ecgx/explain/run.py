@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import nn
 from ecgx.errors import ConfigValueError
 from ecgx.explain.methods import Attention, Method
 from ecgx.formats.record import LEADS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,15 @@ def population_matrix(
     return np.stack([shares[targets == c].mean(0) for c in present]), present
 
 
+@dataclass
+class _Attributed:
+    """The records as the model saw them, the class explained for each, and the attributions."""
+
+    x: torch.Tensor
+    targets: torch.Tensor
+    attributions: torch.Tensor
+
+
 def explain(
     node: DictConfig,
     net: nn.Module,
@@ -133,9 +145,6 @@ def explain(
     seed: int = 0,
 ) -> Explanation:
     """Attribute, aggregate, score and plot; files go to ``out_dir``."""
-    from ecgx.explain import plots
-    from ecgx.explain.faithfulness import deletion_insertion, random_baseline_curves
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     net = net.eval()
@@ -145,107 +154,219 @@ def explain(
     x, raw = _inputs(datamodule, rows)
     if method.needs_background:
         method.set_background(_background(datamodule, int(node.get("background", 32)), seed))
-    with torch.no_grad():
-        logits = torch.cat([net(x[i : i + 64]) for i in range(0, len(x), 64)])
-    probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
+    probs = _probabilities(net, x, task)
     truth = torch.from_numpy(datamodule.targets[rows])
     names = list(datamodule.class_names)
     targets = pick_targets(probs, truth, str(node.get("target", "predicted")), names)
-
-    start = time.perf_counter()
-    attributions = method.attribute(x, targets)
-    seconds = time.perf_counter() - start
-    a = attributions.numpy()
     ids = datamodule.cache.meta["record_id"].iloc[rows].astype(str).tolist()
-    result = Explanation(name, ids, targets.numpy(), a)
-    result.metrics["seconds_per_record"] = seconds / len(rows)
-    np.savez_compressed(out_dir / "attributions.npz", record_id=np.array(ids),
-                        target=targets.numpy(), attributions=a.astype(np.float32))  # fmt: skip
-    result.files.append(out_dir / "attributions.npz")
+    result, batch = _attribute(method, name, ids, x, targets, out_dir)
+
+    a = result.attributions
     chart = _chart_transform(datamodule)
     is_signal = chart is None and x.ndim == 3 and x.shape[1] == len(datamodule.cache.leads)
     leads = list(datamodule.cache.leads)
     fs = datamodule.cache.fs
-
-    # Paper-ECG plots of the first records, with the class explained in the title.
-    for k in range(min(int(node.get("plots", 3)), len(rows))):
-        if not is_signal:
-            break
-        title = f"{name}: record {ids[k]}, class {names[targets[k]]} (p={probs[k, targets[k]]:.2f})"
-        # The colour scale saturates at the 99.5th percentile of |attribution|: gradient maps
-        # have a few extreme samples that would otherwise leave the rest of the record white.
-        vmax = float(np.percentile(np.abs(a[k]), 99.5)) or None
-        fig = plots.ecg_paper(raw[k], fs, leads=leads, attribution=a[k], title=title,
-                              signed=method.signed, vmax=vmax,
-                              layout=str(node.get("layout", "12x1")))  # fmt: skip
-        result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+    n_plots = min(int(node.get("plots", 3)), len(rows))
+    if is_signal:
+        # The class explained in each title, with the model's confidence in it.
+        titles = [f"{name}: record {ids[k]}, class {names[targets[k]]} "
+                  f"(p={probs[k, targets[k]]:.2f})" for k in range(n_plots)]  # fmt: skip
+        layout = str(node.get("layout", "12x1"))
+        _plot_records(result, raw, fs, leads, titles, method.signed, layout, out_dir)
+    a_leads = a
     if chart is not None:
-        # Chart models: the picture with its attribution, and the attribution summed back onto
-        # lead × time through the layout (what lead and moment each pixel draws).
-        n_samples = int(round(chart.duration * fs))
-        images = [a[k].reshape(chart.output_shape) for k in range(len(rows))]
-        projected = np.stack([chart.project(img, fs, n_samples) for img in images])
-        np.savez_compressed(out_dir / "projected_lead_time.npz", record_id=np.array(ids),
-                            attributions=projected.astype(np.float32))  # fmt: skip
-        result.files.append(out_dir / "projected_lead_time.npz")
-        for k in range(min(int(node.get("plots", 3)), len(rows))):
-            title = f"{name}: record {ids[k]}, class {names[targets[k]]}"
-            fig = plots.image_overlay(raw[k].reshape(chart.output_shape), images[k].sum(0),
-                                      title=title, signed=method.signed)  # fmt: skip
-            result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
-        a_leads, leads = projected, list(LEADS)
-    else:
-        a_leads = a
+        titles = [f"{name}: record {ids[k]}, class {names[targets[k]]}" for k in range(n_plots)]
+        a_leads = _chart_outputs(result, chart, raw, fs, titles, method.signed, out_dir)
+        leads = list(LEADS)
     if isinstance(method, Attention) and is_signal:
-        maps = {k: v[0].numpy() for k, v in method.maps(x[:1]).items()}
-        for level, fig in plots.attention_maps(maps["beat"], maps["rhythm"], maps["channel"],
-                                               raw[0], fs, leads=leads).items():  # fmt: skip
-            result.files.append(plots.save(fig, out_dir / f"attention_{level}_{ids[0]}.png"))
+        _plot_attention(result, method, x, raw[0], fs, leads, out_dir)
 
     if (is_signal or chart is not None) and node.get("population", True):
-        shares = lead_shares(a_leads)
-        matrix, present = population_matrix(shares, targets.numpy(), len(names))
-        fig = plots.heatmap(matrix, [names[c] for c in present], leads, average_row=True,
-                            title=f"{name}: share of |attribution| per lead, by class",
-                            cbar_label="share of |attribution|")  # fmt: skip
-        result.files.append(plots.save(fig, out_dir / "population_class_x_lead.png"))
+        _plot_population(result, a_leads, leads, names, out_dir)
     if is_signal and node.get("glocal", True):
         masks = _segment_masks(node, ids, raw, fs)
         result.metrics.update(_glocal(a, masks, leads, name, out_dir, result.files))
     if node.get("faithfulness", True):
-        steps = int(node.get("faithfulness_steps", 20))
-        options = {"steps": steps, "unit": "segment", "segment": max(1, x.shape[-1] // 50),
-                   "task": "multiclass" if task == "multiclass" else "multilabel"}  # fmt: skip
-        if x.ndim != 3:
-            options = {"steps": steps, "task": options["task"]}
-        curves = deletion_insertion(net, x, targets, attributions, **options)
-        chance = random_baseline_curves(net, x, targets, seed=seed, **options)
-        result.metrics.update(curves.metrics(""))
-        result.metrics.update(chance.metrics("random_"))
-        fig = plots.curves(curves.fractions, {f"{name} deletion": curves.deletion.mean(0),
-                                              f"{name} insertion": curves.insertion.mean(0),
-                                              "random deletion": chance.deletion.mean(0),
-                                              "random insertion": chance.insertion.mean(0)},
-                           xlabel="fraction of input removed / inserted",
-                           ylabel="class score", title=f"{name}: deletion and insertion")  # fmt: skip
-        result.files.append(plots.save(fig, out_dir / "deletion_insertion.png"))
+        _deletion_insertion(result, node, net, batch, task, seed, out_dir)
     if node.get("faithfulness", True) and int(node.get("sensitivity_records", 8)) > 0:
-        from ecgx.explain.faithfulness import infidelity, sensitivity
-
-        # captum's infidelity and max-sensitivity on the first records: sensitivity explains
-        # every perturbed copy again, so it costs n_perturb_samples attributions per record.
-        k = min(len(x), int(node.get("sensitivity_records", 8)))
-        task_name = "multiclass" if task == "multiclass" else "multilabel"
-        infid = infidelity(net, attributions[:k], x[:k], targets[:k], task=task_name,
-                           multiply_by_inputs=method.multiplies_by_inputs, seed=seed)  # fmt: skip
-        # One record at a time: captum's sensitivity_max re-batches the inputs without
-        # splitting a per-record target along with them.
-        sens = [sensitivity(net, method, x[i : i + 1], int(targets[i]), seed=seed,
-                            n_perturb_samples=int(node.get("sensitivity_samples", 5)))
-                for i in range(k)]  # fmt: skip
-        result.metrics["infidelity"] = float(np.mean(infid))
-        result.metrics["sensitivity_max"] = float(np.mean(sens))
+        _robustness(result, node, net, method, batch, task, seed)
     return result
+
+
+def _probabilities(net: nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
+    with torch.no_grad():
+        logits = torch.cat([net(x[i : i + 64]) for i in range(0, len(x), 64)])
+    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
+
+
+def _attribute(
+    method: Method,
+    name: str,
+    ids: list[str],
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    out_dir: Path,
+) -> tuple[Explanation, _Attributed]:
+    """Run the explainer (timed) and keep its attributions in ``attributions.npz``."""
+    start = time.perf_counter()
+    attributions = method.attribute(x, targets)
+    seconds = time.perf_counter() - start
+    a = attributions.numpy()
+    result = Explanation(name, ids, targets.numpy(), a)
+    result.metrics["seconds_per_record"] = seconds / len(ids)
+    np.savez_compressed(out_dir / "attributions.npz", record_id=np.array(ids),
+                        target=targets.numpy(), attributions=a.astype(np.float32))  # fmt: skip
+    result.files.append(out_dir / "attributions.npz")
+    return result, _Attributed(x, targets, attributions)
+
+
+def _plot_records(
+    result: Explanation,
+    raw: np.ndarray,
+    fs: float,
+    leads: list[str],
+    titles: list[str],
+    signed: bool,
+    layout: str,
+    out_dir: Path,
+) -> None:
+    """Paper-ECG plots of the first records (one per title), the attribution as overlay."""
+    from ecgx.explain import plots
+
+    a, ids = result.attributions, result.record_ids
+    for k, title in enumerate(titles):
+        # The colour scale saturates at the 99.5th percentile of |attribution|: gradient maps
+        # have a few extreme samples that would otherwise leave the rest of the record white.
+        vmax = float(np.percentile(np.abs(a[k]), 99.5)) or None
+        fig = plots.ecg_paper(raw[k], fs, leads=leads, attribution=a[k], title=title,
+                              signed=signed, vmax=vmax, layout=layout)  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+
+
+def _chart_outputs(
+    result: Explanation,
+    chart: Any,
+    raw: np.ndarray,
+    fs: float,
+    titles: list[str],
+    signed: bool,
+    out_dir: Path,
+) -> np.ndarray:
+    """Chart models: the attribution summed back onto lead × time through the layout (what
+    lead and moment each pixel draws), kept in ``projected_lead_time.npz`` and returned; the
+    first records' pictures with their attribution on top (one per title)."""
+    from ecgx.explain import plots
+
+    a, ids = result.attributions, result.record_ids
+    n_samples = int(round(chart.duration * fs))
+    images = [a[k].reshape(chart.output_shape) for k in range(len(ids))]
+    projected = np.stack([chart.project(img, fs, n_samples) for img in images])
+    np.savez_compressed(out_dir / "projected_lead_time.npz", record_id=np.array(ids),
+                        attributions=projected.astype(np.float32))  # fmt: skip
+    result.files.append(out_dir / "projected_lead_time.npz")
+    for k, title in enumerate(titles):
+        fig = plots.image_overlay(raw[k].reshape(chart.output_shape), images[k].sum(0),
+                                  title=title, signed=signed)  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / f"record_{ids[k]}.png"))
+    return projected
+
+
+def _plot_attention(
+    result: Explanation,
+    method: Attention,
+    x: torch.Tensor,
+    raw: np.ndarray,
+    fs: float,
+    leads: list[str],
+    out_dir: Path,
+) -> None:
+    """IMLE-Net's beat / rhythm / channel attention maps of the first record."""
+    from ecgx.explain import plots
+
+    rid = result.record_ids[0]
+    maps = {k: v[0].numpy() for k, v in method.maps(x[:1]).items()}
+    for level, fig in plots.attention_maps(maps["beat"], maps["rhythm"], maps["channel"],
+                                           raw, fs, leads=leads).items():  # fmt: skip
+        result.files.append(plots.save(fig, out_dir / f"attention_{level}_{rid}.png"))
+
+
+def _plot_population(
+    result: Explanation, a_leads: np.ndarray, leads: list[str], names: list[str], out_dir: Path
+) -> None:
+    """Class × lead heatmap of each lead's share of |attribution| (CPSC seed, spec B6)."""
+    from ecgx.explain import plots
+
+    shares = lead_shares(a_leads)
+    matrix, present = population_matrix(shares, result.targets, len(names))
+    fig = plots.heatmap(matrix, [names[c] for c in present], leads, average_row=True,
+                        title=f"{result.name}: share of |attribution| per lead, by class",
+                        cbar_label="share of |attribution|")  # fmt: skip
+    result.files.append(plots.save(fig, out_dir / "population_class_x_lead.png"))
+
+
+def _faithfulness_task(task: str) -> str:
+    # The faithfulness scores know only these two tasks; regression falls back to multilabel.
+    return "multiclass" if task == "multiclass" else "multilabel"
+
+
+def _deletion_insertion(
+    result: Explanation,
+    node: DictConfig,
+    net: nn.Module,
+    batch: _Attributed,
+    task: str,
+    seed: int,
+    out_dir: Path,
+) -> None:
+    """Deletion / insertion curves against a random ranking: their areas as metrics, and a
+    plot of the mean curves."""
+    from ecgx.explain import plots
+    from ecgx.explain.faithfulness import deletion_insertion, random_baseline_curves
+
+    x, name = batch.x, result.name
+    steps = int(node.get("faithfulness_steps", 20))
+    options = {"steps": steps, "unit": "segment", "segment": max(1, x.shape[-1] // 50),
+               "task": _faithfulness_task(task)}  # fmt: skip
+    if x.ndim != 3:
+        options = {"steps": steps, "task": options["task"]}
+    curves = deletion_insertion(net, x, batch.targets, batch.attributions, **options)
+    chance = random_baseline_curves(net, x, batch.targets, seed=seed, **options)
+    result.metrics.update(curves.metrics(""))
+    result.metrics.update(chance.metrics("random_"))
+    fig = plots.curves(curves.fractions, {f"{name} deletion": curves.deletion.mean(0),
+                                          f"{name} insertion": curves.insertion.mean(0),
+                                          "random deletion": chance.deletion.mean(0),
+                                          "random insertion": chance.insertion.mean(0)},
+                       xlabel="fraction of input removed / inserted",
+                       ylabel="class score", title=f"{name}: deletion and insertion")  # fmt: skip
+    result.files.append(plots.save(fig, out_dir / "deletion_insertion.png"))
+
+
+def _robustness(
+    result: Explanation,
+    node: DictConfig,
+    net: nn.Module,
+    method: Method,
+    batch: _Attributed,
+    task: str,
+    seed: int,
+) -> None:
+    """captum's infidelity and max-sensitivity on the first records: sensitivity explains
+    every perturbed copy again, so it costs n_perturb_samples attributions per record."""
+    from ecgx.explain.faithfulness import infidelity, sensitivity
+
+    x, targets = batch.x, batch.targets
+    k = min(len(x), int(node.get("sensitivity_records", 8)))
+    infid = infidelity(net, batch.attributions[:k], x[:k], targets[:k],
+                       task=_faithfulness_task(task),
+                       multiply_by_inputs=method.multiplies_by_inputs, seed=seed)  # fmt: skip
+    # One record at a time: captum's sensitivity_max re-batches the inputs without
+    # splitting a per-record target along with them.
+    sens = [sensitivity(net, method, x[i : i + 1], int(targets[i]), seed=seed,
+                        n_perturb_samples=int(node.get("sensitivity_samples", 5)))
+            for i in range(k)]  # fmt: skip
+    result.metrics["infidelity"] = float(np.mean(infid))
+    result.metrics["sensitivity_max"] = float(np.mean(sens))
 
 
 def _segment_masks(node: DictConfig, ids: list[str], raw: np.ndarray, fs: float) -> np.ndarray:
@@ -349,10 +470,7 @@ def explain_tcav(
     records in no concept), the scored inputs from ``node.split``: records whose truth has the
     target class (the seed scored every ECG with the pathology), at most ``node.records``.
     """
-    import pandas as pd
-
-    from ecgx.explain import plots
-    from ecgx.explain.tcav import concept_records, run_tcav
+    from ecgx.explain.tcav import run_tcav
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,6 +481,29 @@ def explain_tcav(
     target = names.index(node.target)
     if not node.get("concepts"):
         raise ConfigValueError("explainer.concepts is empty: name at least one concept rule")
+    concept_inputs, random_inputs = _concept_examples(node, datamodule, seed)
+    split = datamodule.indices[node.get("split", "test")]
+    scored = split[datamodule.targets[split, target] > 0][: int(node.get("records", 100))]
+    if len(scored) == 0:
+        raise ConfigValueError(f"no {node.get('split', 'test')} record has class {node.target}")
+    result = run_tcav(net.eval(), node.get("layers"), target, concept_inputs, random_inputs,
+                      _inputs(datamodule, scored)[0],
+                      n_random_sets=int(node.get("n_random_sets", 10)),
+                      set_size=node.get("set_size"), seed=seed)  # fmt: skip
+    ids = [str(i) for i in datamodule.cache.meta["record_id"].iloc[scored]]
+    explanation = Explanation(node.get("name", "tcav"), ids, np.full(len(scored), target),
+                              np.zeros(0))  # fmt: skip
+    _tcav_outputs(explanation, result.table(), str(node.target), out_dir)
+    return explanation
+
+
+def _concept_examples(
+    node: DictConfig, datamodule: Any, seed: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Model inputs of each concept's training records (at most ``concept_size``, drawn
+    without replacement), and of the random pool drawn from the records in no concept."""
+    from ecgx.explain.tcav import concept_records
+
     cache = datamodule.cache
     train = datamodule.indices["train"]
     meta = cache.meta.iloc[train].reset_index(drop=True)
@@ -382,19 +523,17 @@ def explain_tcav(
         concept_inputs[concept] = _inputs(datamodule, train[rows])[0]
     pool = np.flatnonzero(~members)
     pool = rng.choice(pool, size=min(int(node.get("random_pool", 200)), len(pool)), replace=False)
-    split = datamodule.indices[node.get("split", "test")]
-    scored = split[datamodule.targets[split, target] > 0][: int(node.get("records", 100))]
-    if len(scored) == 0:
-        raise ConfigValueError(f"no {node.get('split', 'test')} record has class {node.target}")
-    result = run_tcav(net.eval(), node.get("layers"), target, concept_inputs,
-                      _inputs(datamodule, train[pool])[0], _inputs(datamodule, scored)[0],
-                      n_random_sets=int(node.get("n_random_sets", 10)),
-                      set_size=node.get("set_size"), seed=seed)  # fmt: skip
-    table: pd.DataFrame = result.table()
+    return concept_inputs, _inputs(datamodule, train[pool])[0]
+
+
+def _tcav_outputs(
+    explanation: Explanation, table: pd.DataFrame, target: str, out_dir: Path
+) -> None:
+    """``tcav.csv``, each concept's score and p-value per layer as metrics, and a concept ×
+    layer heatmap of the scores."""
+    from ecgx.explain import plots
+
     table.to_csv(out_dir / "tcav.csv", index=False)
-    name = node.get("name", "tcav")
-    explanation = Explanation(name, [str(i) for i in cache.meta["record_id"].iloc[scored]],
-                              np.full(len(scored), target), np.zeros(0))  # fmt: skip
     explanation.files.append(out_dir / "tcav.csv")
     for row in table.itertuples():
         key = f"{row.concept}/{row.layer}"
@@ -403,11 +542,10 @@ def explain_tcav(
     concepts, layers = list(dict.fromkeys(table.concept)), list(dict.fromkeys(table.layer))
     grid = table.pivot(index="concept", columns="layer", values="score_mean")
     fig = plots.heatmap(grid.loc[concepts, layers].to_numpy(), concepts, layers,
-                        title=f"TCAV sign-count score for {node.target} (random ≈ "
+                        title=f"TCAV sign-count score for {target} (random ≈ "
                               f"{table.random_mean.mean():.2f}; p-values in tcav.csv)",
                         cbar_label="TCAV score", signed=False)  # fmt: skip
     explanation.files.append(plots.save(fig, out_dir / "tcav_scores.png"))
-    return explanation
 
 
 class _LazyRows:

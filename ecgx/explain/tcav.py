@@ -125,6 +125,23 @@ def concept_records(
     Raises ValueError naming unknown rule kinds, keys, columns, statements' column, ops or
     properties.
     """
+    kind = _rule_kind(rule)
+    if kind == "statement":
+        hit = _statement_hits(meta, rule)
+    else:
+        missing = {"op", "value"} - set(rule)
+        if missing:
+            raise ValueError(f"{kind} rule lacks {sorted(missing)}")
+        if kind == "column":
+            values = _column_values(meta, rule["column"])
+        else:
+            values = _property_values(meta, rule["property"], signals, fs)
+        hit = _compare(values.reset_index(drop=True), rule["op"], rule["value"])
+    return np.flatnonzero(hit).astype(np.int64)
+
+
+def _rule_kind(rule: Mapping[str, Any]) -> str:
+    """The rule's kind (a key of `_RULE_KEYS`), after checking it has no stray keys."""
     kinds = [k for k in _RULE_KEYS if k in rule]
     if len(kinds) != 1:
         raise ValueError(
@@ -136,42 +153,41 @@ def concept_records(
         raise ValueError(
             f"unknown keys {sorted(unknown)} in {kind} rule; allowed: {sorted(_RULE_KEYS[kind])}"
         )
+    return kind
 
-    if kind == "statement":
-        if "scp_codes" not in meta.columns:
-            raise ValueError("statement rules need a 'scp_codes' column in the metadata")
-        wanted = rule["statement"]
-        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-        min_lik = float(rule.get("min_likelihood", 0.0))
-        codes = meta["scp_codes"].map(_scp_codes)
-        hit = np.array(
-            [any(s in c and float(c[s]) >= min_lik for s in wanted) for c in codes], dtype=bool
+
+def _statement_hits(meta: pd.DataFrame, rule: Mapping[str, Any]) -> np.ndarray:
+    if "scp_codes" not in meta.columns:
+        raise ValueError("statement rules need a 'scp_codes' column in the metadata")
+    wanted = rule["statement"]
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    min_lik = float(rule.get("min_likelihood", 0.0))
+    codes = meta["scp_codes"].map(_scp_codes)
+    return np.array(
+        [any(s in c and float(c[s]) >= min_lik for s in wanted) for c in codes], dtype=bool
+    )
+
+
+def _column_values(meta: pd.DataFrame, column: Any) -> pd.Series:
+    if column not in meta.columns:
+        raise ValueError(
+            f"unknown column {column!r}; the metadata has {sorted(map(str, meta.columns))}"
         )
-    else:
-        missing = {"op", "value"} - set(rule)
-        if missing:
-            raise ValueError(f"{kind} rule lacks {sorted(missing)}")
-        if kind == "column":
-            column = rule["column"]
-            if column not in meta.columns:
-                raise ValueError(
-                    f"unknown column {column!r}; the metadata has {sorted(map(str, meta.columns))}"
-                )
-            values = meta[column]
-        else:
-            name = rule["property"]
-            if name not in PROPERTIES:
-                raise ValueError(f"unknown property {name!r}; known: {sorted(PROPERTIES)}")
-            if signals is None or fs is None:
-                raise ValueError(f"property rule {name!r} needs `signals` and `fs`")
-            if len(signals) != len(meta):
-                raise ValueError(f"{len(signals)} signals for {len(meta)} metadata rows")
-            func = PROPERTIES[name]
-            values = pd.Series(
-                [func(np.asarray(signals[i], dtype=np.float64), fs) for i in range(len(meta))]
-            )
-        hit = _compare(values.reset_index(drop=True), rule["op"], rule["value"])
-    return np.flatnonzero(hit).astype(np.int64)
+    return meta[column]
+
+
+def _property_values(
+    meta: pd.DataFrame, name: str, signals: Sequence[np.ndarray] | None, fs: float | None
+) -> pd.Series:
+    """The property of every record, computed from its signal (one signal per row of meta)."""
+    if name not in PROPERTIES:
+        raise ValueError(f"unknown property {name!r}; known: {sorted(PROPERTIES)}")
+    if signals is None or fs is None:
+        raise ValueError(f"property rule {name!r} needs `signals` and `fs`")
+    if len(signals) != len(meta):
+        raise ValueError(f"{len(signals)} signals for {len(meta)} metadata rows")
+    func = PROPERTIES[name]
+    return pd.Series([func(np.asarray(signals[i], dtype=np.float64), fs) for i in range(len(meta))])
 
 
 # --- CAV classifier -------------------------------------------------------------------------
@@ -411,6 +427,36 @@ def run_tcav(
         the paper's magnitude score (sum of positive / sum of absolute directional
         derivatives, in [0, 1]), the random-vs-random scores and the t-test p-value.
     """
+    layer_list = _layer_names(model, layers)
+    set_size = _check_sets(concept_inputs, random_inputs, inputs, n_random_sets, set_size)
+    clf = _classifier(classifier, seed, test_split)
+    sets = _concept_sets(concept_inputs, random_inputs, n_random_sets, set_size, seed, batch_size)
+
+    was_training = model.training
+    model.eval()  # BatchNorm/dropout in inference mode: batch size 1 is fine, scores stable
+    try:
+        tcav = _PooledTCAV(
+            model,
+            layer_list,
+            model_id=f"ecgx-{uuid.uuid4().hex}",
+            classifier=clf,
+            save_path=save_path or tempfile.mkdtemp(prefix="ecgx-tcav-"),
+            test_split_ratio=test_split,
+            sources=sets.sources,
+            pools=sets.pools,
+            batch_size=batch_size,
+        )
+        cavs = tcav.compute_cavs(sets.experiments(), force_train=True)
+        rows = []
+        for layer in layer_list:
+            grads = _target_gradients(tcav, model.get_submodule(layer), inputs, target, batch_size)
+            rows += _layer_rows(cavs, layer, grads, sets, int(target))
+    finally:
+        model.train(was_training)
+    return TCAVResult(rows=rows, n_random_sets=n_random_sets, set_size=set_size, seed=seed)
+
+
+def _layer_names(model: nn.Module, layers: str | Sequence[str] | None) -> list[str]:
     layer_list = (
         _default_layers(model) if layers is None else [layers] if isinstance(layers, str)
         else list(layers)
@@ -419,6 +465,17 @@ def run_tcav(
     missing = [name for name in layer_list if name not in names]
     if missing:
         raise ValueError(f"unknown layers {missing} of {type(model).__name__}")
+    return layer_list
+
+
+def _check_sets(
+    concept_inputs: Mapping[str, torch.Tensor],
+    random_inputs: torch.Tensor,
+    inputs: torch.Tensor,
+    n_random_sets: int,
+    set_size: int | None,
+) -> int:
+    """The random sets' size, after checking that every set can train a CAV."""
     if not concept_inputs:
         raise ValueError("no concepts given")
     if n_random_sets < 2:
@@ -432,16 +489,44 @@ def run_tcav(
         set_size = min(max(len(x) for x in concept_inputs.values()), len(random_inputs))
     if set_size < 2:
         raise ValueError(f"set_size must be >= 2, got {set_size}")
+    return set_size
 
+
+def _classifier(classifier: str | Classifier, seed: int, test_split: float) -> Classifier:
     if classifier == "sgd":
-        clf: Classifier = SGDCAVClassifier(seed=seed, test_split=test_split)
-    elif classifier == "captum":
-        clf = DefaultClassifier()
-    elif isinstance(classifier, Classifier):
-        clf = classifier
-    else:
-        raise ValueError(f"unknown classifier {classifier!r}; use 'sgd', 'captum' or a Classifier")
+        return SGDCAVClassifier(seed=seed, test_split=test_split)
+    if classifier == "captum":
+        return DefaultClassifier()
+    if isinstance(classifier, Classifier):
+        return classifier
+    raise ValueError(f"unknown classifier {classifier!r}; use 'sgd', 'captum' or a Classifier")
 
+
+@dataclass
+class _ConceptSets:
+    """The concepts and random sets of one run: captum concepts, and the rows of the tensors
+    they are drawn from, from which `_PooledTCAV` computes their activations."""
+
+    concepts: dict[str, Concept]  # concept name -> Concept
+    counter: list[Concept]  # random counterexample sets
+    null_pos: list[Concept]  # random sets that play the concept in the null pairs
+    pools: dict[str, torch.Tensor]
+    sources: dict[int, tuple[str, torch.Tensor]]  # concept id -> (pool name, rows)
+
+    def experiments(self) -> list[list[Concept]]:
+        """Every concept against every counterexample set, then the random-vs-random pairs."""
+        exp_sets = [[c, r] for c in self.concepts.values() for r in self.counter]
+        return exp_sets + [[q, r] for q, r in zip(self.null_pos, self.counter)]
+
+
+def _concept_sets(
+    concept_inputs: Mapping[str, torch.Tensor],
+    random_inputs: torch.Tensor,
+    n_random_sets: int,
+    set_size: int,
+    seed: int,
+    batch_size: int,
+) -> _ConceptSets:
     gen = torch.Generator().manual_seed(seed)
     random_rows = [
         torch.randint(len(random_inputs), (set_size,), generator=gen)
@@ -463,59 +548,49 @@ def run_tcav(
     # The first n sets are the counterexamples; the last n play the concept in the null pairs.
     # A fresh positive set per null pair (rather than one fixed set, as in captum's tutorial)
     # keeps the null scores independent: with one fixed set they are nearly all equal.
-    counter, null_pos = randoms[:n_random_sets], randoms[n_random_sets:]
-    exp_sets = [[c, r] for c in concepts.values() for r in counter]
-    exp_sets += [[q, r] for q, r in zip(null_pos, counter)]
+    return _ConceptSets(concepts, randoms[:n_random_sets], randoms[n_random_sets:], pools, sources)
 
-    was_training = model.training
-    model.eval()  # BatchNorm/dropout in inference mode: batch size 1 is fine, scores stable
-    try:
-        tcav = _PooledTCAV(
-            model,
-            layer_list,
-            model_id=f"ecgx-{uuid.uuid4().hex}",
-            classifier=clf,
-            save_path=save_path or tempfile.mkdtemp(prefix="ecgx-tcav-"),
-            test_split_ratio=test_split,
-            sources=sources,
-            pools=pools,
-            batch_size=batch_size,
-        )
-        cavs = tcav.compute_cavs(exp_sets, force_train=True)
-        rows = []
-        for layer in layer_list:
-            # Gradient of the target logit w.r.t. the layer output (captum's TCAV sensitivity:
-            # LayerGradientXActivation without the activation), flattened per record as the
-            # CAVs are.
-            attr = tcav.layer_attr_method
-            attr.layer = names[layer]
-            grads = torch.cat(
-                [
-                    attr.attribute.__wrapped__(attr, batch, target=target)
-                    .detach()
-                    .reshape(len(batch), -1)
-                    for batch in inputs.split(batch_size)
-                ]
-            ).double()
 
-            null = np.array(
-                [_score(cavs, layer, grads, q, r)[0] for q, r in zip(null_pos, counter)]
+def _target_gradients(
+    tcav: TCAV, layer: nn.Module, inputs: torch.Tensor, target: int, batch_size: int
+) -> torch.Tensor:
+    """Gradient of the target logit w.r.t. the layer output (captum's TCAV sensitivity:
+    LayerGradientXActivation without the activation), flattened per record as the CAVs are."""
+    attr = tcav.layer_attr_method
+    attr.layer = layer
+    return torch.cat(
+        [
+            attr.attribute.__wrapped__(attr, batch, target=target).detach().reshape(len(batch), -1)
+            for batch in inputs.split(batch_size)
+        ]
+    ).double()
+
+
+def _layer_rows(
+    cavs: Mapping[str, Mapping[str, Any]],
+    layer: str,
+    grads: torch.Tensor,
+    sets: _ConceptSets,
+    target: int,
+) -> list[TCAVRow]:
+    """Each concept's scores at ``layer``, tested against the random-vs-random null."""
+    null = np.array(
+        [_score(cavs, layer, grads, q, r)[0] for q, r in zip(sets.null_pos, sets.counter)]
+    )
+    rows = []
+    for name, concept in sets.concepts.items():
+        results = [_score(cavs, layer, grads, concept, r) for r in sets.counter]
+        sign = np.array([s for s, _, _ in results])
+        rows.append(
+            TCAVRow(
+                concept=name,
+                layer=layer,
+                target=target,
+                scores=sign.tolist(),
+                magnitudes=[m for _, m, _ in results],
+                random_scores=null.tolist(),
+                cav_accuracies=[a for _, _, a in results],
+                p_value=_p_value(sign, null),
             )
-            for name, concept in concepts.items():
-                results = [_score(cavs, layer, grads, concept, r) for r in counter]
-                sign = np.array([s for s, _, _ in results])
-                rows.append(
-                    TCAVRow(
-                        concept=name,
-                        layer=layer,
-                        target=int(target),
-                        scores=sign.tolist(),
-                        magnitudes=[m for _, m, _ in results],
-                        random_scores=null.tolist(),
-                        cav_accuracies=[a for _, _, a in results],
-                        p_value=_p_value(sign, null),
-                    )
-                )
-    finally:
-        model.train(was_training)
-    return TCAVResult(rows=rows, n_random_sets=n_random_sets, set_size=set_size, seed=seed)
+        )
+    return rows

@@ -59,6 +59,14 @@ def reorder_leads(
     return signal[index]
 
 
+def canonical_order(
+    signal: np.ndarray, names: list[str] | tuple[str, ...], where: str
+) -> np.ndarray:
+    """Rows of ``signal`` in :data:`LEADS` order, from the file's own lead names (any case);
+    a non-standard or missing lead is an error naming the file."""
+    return reorder_leads(signal, canonical_leads(names, where), LEADS, where)
+
+
 def flat_leads(signal: np.ndarray, leads: tuple[str, ...]) -> list[str]:
     """Leads that never change: a disconnected electrode rather than a signal."""
     if signal.shape[-1] < 2:
