@@ -13,9 +13,14 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import downsample1d
 
 
 class BasicBlock1d(nn.Module):
+    """The computation of :class:`ecgx.models.layers.BasicBlock1d`, under its own names
+    (``body.i``, ``shortcut``, ``act``): checkpoints of the default model use them, and it
+    builds its shortcut after the body, so seeded initialisations differ from the shared one."""
+
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, dropout: float):
         super().__init__()
         pad = kernel_size // 2
@@ -27,11 +32,8 @@ class BasicBlock1d(nn.Module):
             nn.Conv1d(c_out, c_out, kernel_size, 1, pad, bias=False),
             nn.BatchNorm1d(c_out),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out)
-            )
+        shortcut = downsample1d(c_in, c_out, stride)
+        self.shortcut: nn.Module = nn.Identity() if shortcut is None else shortcut
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ecgx.models.image import ImageModel, StochasticDepth
+from ecgx.models.image import ImageModel
+from ecgx.models.layers import StochasticDepth
 
 __all__ = ["CNBlock", "ConvNeXt", "ConvNeXtBase", "ConvNeXtTiny", "LayerNorm2d"]
 

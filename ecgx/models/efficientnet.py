@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ecgx.models.image import (
+from ecgx.models.image import ImageModel
+from ecgx.models.layers import (
     ConvNormActivation,
-    ImageModel,
     SqueezeExcitation,
     StochasticDepth,
     init_conv_norm,

@@ -12,21 +12,27 @@ loads one-to-one with :func:`load_torchvision_weights` (the classifier head asid
 re-initialised when its class count differs). Non-persistent buffers (the normalisation
 constants) keep the state dict free of anything torchvision's lacks.
 
-The building blocks below (conv-norm-activation, squeeze-excitation, stochastic depth,
-channel rounding) are the ones the EfficientNet, MobileNetV3 and ConvNeXt families share.
+The building blocks the EfficientNet, MobileNetV3 and ConvNeXt families share (conv-norm-
+activation, squeeze-excitation, stochastic depth, channel rounding) are in
+:mod:`ecgx.models.layers`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import (
+    ConvNormActivation,
+    SqueezeExcitation,
+    StochasticDepth,
+    make_divisible,
+)
 from ecgx.models.weights import strip_prefix
 
 __all__ = [
@@ -45,98 +51,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", None)
 
 
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round a channel count to a multiple of ``divisor`` (MobileNet/EfficientNet rule): to the
-    nearest multiple, at least ``divisor``, and never more than 10 % below ``value``."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
-class ConvNormActivation(nn.Sequential):
-    """Conv2d ("same" padding for odd kernels) → norm → activation, as a Sequential so that the
-    state-dict names are ``0.weight`` (conv) and ``1.*`` (norm), torchvision's layout. The conv
-    has a bias only when there is no norm layer after it."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-        dilation: int = 1,
-        norm: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
-        activation: Callable[[], nn.Module] | None = nn.ReLU,
-    ) -> None:
-        padding = (kernel_size - 1) // 2 * dilation
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=padding,
-                dilation=dilation,
-                groups=groups,
-                bias=norm is None,
-            )
-        ]
-        if norm is not None:
-            layers.append(norm(out_channels))
-        if activation is not None:
-            layers.append(activation())
-        super().__init__(*layers)
-        self.out_channels = out_channels
-
-
-class SqueezeExcitation(nn.Module):
-    """Channel gating: global average → 1×1 conv ``fc1`` → activation → 1×1 conv ``fc2`` →
-    gate (sigmoid, or hard sigmoid in MobileNetV3) → rescale the input's channels."""
-
-    def __init__(
-        self,
-        channels: int,
-        squeeze_channels: int,
-        activation: Callable[[], nn.Module] = nn.ReLU,
-        gate: Callable[[], nn.Module] = nn.Sigmoid,
-    ) -> None:
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
-        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
-        self.activation = activation()
-        self.scale_activation = gate()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.fc2(self.activation(self.fc1(self.avgpool(x))))
-        return x * self.scale_activation(scale)
-
-
-class StochasticDepth(nn.Module):
-    """Drop a residual branch per sample with probability ``p`` while training ("row" mode),
-    scaling the kept ones by 1/(1 − p) so that the expectation matches evaluation."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"StochasticDepth: p={p} must be in [0, 1]")
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        survival = 1.0 - self.p
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(survival)
-        if survival > 0.0:
-            keep.div_(survival)
-        return x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return int(size), int(size)
@@ -144,20 +58,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(values) != 2 or min(values) < 1:
         raise ValueError(f"image_size must be an int or (H, W) of positive ints, got {size}")
     return values  # type: ignore[return-value]
-
-
-def init_conv_norm(model: nn.Module) -> None:
-    """torchvision's initialisation of MobileNetV3 and EfficientNet convolutions and norms:
-    Kaiming-normal (fan_out) conv weights, unit norm weights, every bias zero. Their linear
-    layers differ, so each family initialises those itself."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 class ImageModel(ECGModel):

@@ -12,11 +12,14 @@ The numerics follow Keras so that trained Keras weights load and give the same o
 direction, and the attention bias has one row per position. Initialisation follows Keras too
 (glorot-uniform kernels, zero biases, orthogonal recurrent kernels, forget-gate bias 1,
 attention weights from N(0, 0.05²)).
+
+``SameConv1d`` and ``KerasBiLSTM``, which the Mousavi and Rajpurkar ports use too, live in
+:mod:`ecgx.models.layers` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +27,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.weights import copy_keras_weights
+from ecgx.models.layers import (
+    KERAS_BN_EPS,
+    KERAS_BN_MOMENTUM,
+    KerasBiLSTM,
+    SameConv1d,
+    init_keras_default,
+    same_length,
+)
+from ecgx.models.weights import (
+    KerasSlot,
+    copy_keras_weights,
+    keras_batch_norm_slots,
+    keras_bilstm_slots,
+    keras_conv_slots,
+    keras_dense_slots,
+)
 
 __all__ = [
     "AdditiveAttention",
@@ -36,10 +54,6 @@ __all__ = [
     "load_keras_weights",
 ]
 
-# Keras BatchNormalization defaults: momentum 0.99 weights the *old* statistic, PyTorch's
-# momentum weights the new batch, hence 1 - 0.99.
-_BN_EPS = 1e-3
-_BN_MOMENTUM = 0.01
 # Keras' "normal" initializer (RandomNormal) used by the original attention layer.
 _ATTENTION_INIT_STD = 0.05
 # Fixed by the original config (kernel_size, num_blocks_list entries).
@@ -60,50 +74,7 @@ class _WindowBatchNorm(nn.BatchNorm1d):
 
 
 def _keras_batch_norm(channels: int) -> nn.BatchNorm1d:
-    return _WindowBatchNorm(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
-
-
-def _same_length(length: int, stride: int) -> int:
-    return -(-length // stride)
-
-
-class SameConv1d(nn.Conv1d):
-    """Conv1d with TensorFlow's ``padding="same"``: output length ceil(L / stride).
-
-    TensorFlow pads total = max((out - 1)·stride + kernel - L, 0) and puts the odd element on
-    the right (left = total // 2). PyTorch's ``padding="same"`` is symmetric and refuses
-    strides, so the padding is applied explicitly; for IMLE-Net's kernel 8 this is 3 left and
-    4 right, and a symmetric pad would shift every feature map by one sample.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
-
-    def reset_parameters(self) -> None:
-        # Keras defaults: glorot-uniform kernel (same fans as PyTorch's xavier for (out, in, k)),
-        # zero bias.
-        nn.init.xavier_uniform_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, L) → (N, out, ceil(L / stride)); (N, C, 1, L) inputs, best in channels-last
-        memory, go through the 2-D kernel and come back as (N, out, 1, L')."""
-        length = x.shape[-1]
-        stride, kernel = self.stride[0], self.kernel_size[0]
-        total = max((_same_length(length, stride) - 1) * stride + kernel - length, 0)
-        left, right = total // 2, total - total // 2
-        if x.dim() == 4:
-            # oneDNN runs 2-D convolutions in NHWC without reordering the input to its blocked
-            # layout and back, which for IMLE-Net's thousands of 13- to 50-sample windows costs
-            # more than the arithmetic; the 1-D path has no such layout.
-            if left != right:
-                x = F.pad(x, (left, right))
-                left = 0
-            return F.conv2d(x, self.weight.unsqueeze(2), self.bias, (1, stride), (0, left))
-        if total:
-            x = F.pad(x, (left, right))
-        return super().forward(x)
+    return _WindowBatchNorm(channels, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
 
 
 class BeatResidualBlock(nn.Module):
@@ -197,60 +168,6 @@ class AdditiveAttention(nn.Module):
         return context, alpha
 
 
-class KerasBiLSTM(nn.Module):
-    """Bidirectional LSTM returning sequences (forward ⊕ backward), with Keras' parameters.
-
-    Keras keeps one bias per direction where ``nn.LSTM`` keeps two (the trainable parameter
-    count then differs by 4·units per direction), and cuDNN's ``nn.LSTM`` cannot backpropagate
-    in eval mode, which gradient explainers need. So the recurrence is written out: the input
-    projections of all steps and both directions are one batched product, and only the
-    unavoidable recurrence over time steps runs as a loop, both directions at once.
-
-    Parameters (direction 0 = forward, 1 = backward), gate blocks in the order i, f, c, o
-    (Keras) = i, f, g, o (PyTorch): ``weight_ih`` (2, 4H, D), ``weight_hh`` (2, 4H, H),
-    ``bias`` (2, 4H). Activations are tanh and sigmoid (Keras 2 defaults).
-    """
-
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(2, 4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(2, 4 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(2, 4 * hidden_size))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        hidden = self.hidden_size
-        with torch.no_grad():
-            for direction in range(2):
-                nn.init.xavier_uniform_(self.weight_ih[direction])
-                nn.init.orthogonal_(self.weight_hh[direction])
-            # Keras' unit_forget_bias=True: start with the forget gate open.
-            self.bias.zero_()
-            self.bias[:, hidden : 2 * hidden] = 1.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, input_size) → (N, T, 2·hidden_size)."""
-        n, steps, _ = x.shape
-        projected = torch.einsum("ntd,kgd->kntg", x, self.weight_ih) + self.bias[:, None, None]
-        # The backward direction reads the sequence reversed; flipping its projections once lets
-        # both directions share every step of the loop.
-        projected = torch.stack((projected[0], projected[1].flip(1)))
-        recurrent = self.weight_hh.transpose(1, 2)
-        h = x.new_zeros(2, n, self.hidden_size)
-        c = x.new_zeros(2, n, self.hidden_size)
-        outputs = []
-        for step in range(steps):
-            gates = torch.baddbmm(projected[:, :, step], h, recurrent)
-            i, f, g, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        sequence = torch.stack(outputs, dim=2)
-        return torch.cat((sequence[0], sequence[1].flip(1)), dim=-1)
-
-
 class IMLENet(ECGModel):
     """IMLE-Net for (batch, leads, samples) inputs; returns logits (batch, num_classes).
 
@@ -289,7 +206,7 @@ class IMLENet(ECGModel):
         self.windows = input_length // beat_length
         self.positions = beat_length
         for _ in filters[1:]:
-            self.positions = _same_length(self.positions, 2)
+            self.positions = same_length(self.positions, 2)
 
         self.beat_encoder = BeatEncoder(filters)
         self.beat_attention = AdditiveAttention(filters[-1], self.positions, attention_dim)
@@ -297,8 +214,7 @@ class IMLENet(ECGModel):
         self.rhythm_attention = AdditiveAttention(2 * lstm_units, self.windows, attention_dim)
         self.channel_attention = AdditiveAttention(2 * lstm_units, in_channels, attention_dim)
         self.head = nn.Linear(2 * lstm_units, num_classes)
-        nn.init.xavier_uniform_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        init_keras_default(self.head)
         self.target_layer = f"beat_encoder.blocks.{len(self.beat_encoder.blocks) - 1}"
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -362,75 +278,39 @@ class IMLENet(ECGModel):
 
 # --------------------------------------------------------------------------- Keras weights
 
-_Converter = Callable[[np.ndarray], np.ndarray]
-
 
 def _identity(array: np.ndarray) -> np.ndarray:
     return array
-
-
-def _conv_kernel(array: np.ndarray) -> np.ndarray:
-    return array.transpose(2, 1, 0)
-
-
-def _matrix(array: np.ndarray) -> np.ndarray:
-    return array.T
 
 
 def _column(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1)
 
 
-def _keras_layout(model: IMLENet) -> list[tuple[str, str, torch.Tensor, _Converter]]:
+def _attention_slots(name: str, module: AdditiveAttention) -> list[KerasSlot]:
+    return [
+        ("att_weight", f"{name}.weight", module.weight, _identity),
+        ("att_bias", f"{name}.bias", module.bias, _identity),
+        ("Vatt", f"{name}.v", module.v, _column),
+    ]
+
+
+def _keras_layout(model: IMLENet) -> list[KerasSlot]:
     """(Keras weight kind, ecgx name, target tensor, Keras→PyTorch converter) in Keras order."""
-    entries: list[tuple[str, str, torch.Tensor, _Converter]] = []
-
-    def conv(name: str, module: nn.Conv1d) -> None:
-        entries.append(("kernel", f"{name}.weight", module.weight, _conv_kernel))
-        entries.append(("bias", f"{name}.bias", module.bias, _identity))
-
-    def batch_norm(name: str, module: nn.BatchNorm1d) -> None:
-        for kind, attribute in (
-            ("gamma", "weight"),
-            ("beta", "bias"),
-            ("moving_mean", "running_mean"),
-            ("moving_variance", "running_var"),
-        ):
-            entries.append((kind, f"{name}.{attribute}", getattr(module, attribute), _identity))
-
-    def attention(name: str, module: AdditiveAttention) -> None:
-        entries.append(("att_weight", f"{name}.weight", module.weight, _identity))
-        entries.append(("att_bias", f"{name}.bias", module.bias, _identity))
-        entries.append(("Vatt", f"{name}.v", module.v, _column))
-
-    conv("beat_encoder.stem", model.beat_encoder.stem)
+    entries = keras_conv_slots("beat_encoder.stem", model.beat_encoder.stem)
     for index, block in enumerate(model.beat_encoder.blocks):
         prefix = f"beat_encoder.blocks.{index}"
-        conv(f"{prefix}.conv1", block.conv1)
-        batch_norm(f"{prefix}.bn1", block.bn1)
+        entries += keras_conv_slots(f"{prefix}.conv1", block.conv1)
+        entries += keras_batch_norm_slots(f"{prefix}.bn1", block.bn1)
         if block.shortcut is not None:
-            conv(f"{prefix}.shortcut", block.shortcut)
-        conv(f"{prefix}.conv2", block.conv2)
-        batch_norm(f"{prefix}.bn2", block.bn2)
-    attention("beat_attention", model.beat_attention)
-    lstm = model.rhythm_lstm
-    for direction in range(2):
-        entries.append(
-            ("kernel", f"rhythm_lstm.weight_ih[{direction}]", lstm.weight_ih[direction], _matrix)
-        )
-        entries.append(
-            (
-                "recurrent_kernel",
-                f"rhythm_lstm.weight_hh[{direction}]",
-                lstm.weight_hh[direction],
-                _matrix,
-            )
-        )
-        entries.append(("bias", f"rhythm_lstm.bias[{direction}]", lstm.bias[direction], _identity))
-    attention("rhythm_attention", model.rhythm_attention)
-    attention("channel_attention", model.channel_attention)
-    entries.append(("kernel", "head.weight", model.head.weight, _matrix))
-    entries.append(("bias", "head.bias", model.head.bias, _identity))
+            entries += keras_conv_slots(f"{prefix}.shortcut", block.shortcut)
+        entries += keras_conv_slots(f"{prefix}.conv2", block.conv2)
+        entries += keras_batch_norm_slots(f"{prefix}.bn2", block.bn2)
+    entries += _attention_slots("beat_attention", model.beat_attention)
+    entries += keras_bilstm_slots("rhythm_lstm", model.rhythm_lstm)
+    entries += _attention_slots("rhythm_attention", model.rhythm_attention)
+    entries += _attention_slots("channel_attention", model.channel_attention)
+    entries += keras_dense_slots("head", model.head)
     return entries
 
 

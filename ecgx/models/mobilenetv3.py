@@ -20,9 +20,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from ecgx.models.image import (
+from ecgx.models.image import ImageModel
+from ecgx.models.layers import (
     ConvNormActivation,
-    ImageModel,
     SqueezeExcitation,
     init_conv_norm,
     make_divisible,

@@ -19,8 +19,7 @@ biases.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.imle_net import KerasBiLSTM, SameConv1d
-from ecgx.models.weights import copy_keras_weights
+from ecgx.models.layers import KerasBiLSTM, SameConv1d, init_keras_default
+from ecgx.models.weights import (
+    KerasSlot,
+    copy_keras_weights,
+    keras_bilstm_slots,
+    keras_conv_slots,
+    keras_dense_slots,
+)
 
 __all__ = ["Mousavi", "load_keras_weights"]
 
@@ -96,10 +101,9 @@ class Mousavi(ECGModel):
         self.rhythm_lstm = KerasBiLSTM(positions * channels, lstm_units)
         self.dense = nn.Linear(self.windows * 2 * lstm_units, dense_units)
         self.head = nn.Linear(dense_units, num_classes)
+        # Keras Dense defaults, drawn once both layers exist (that order fixes seeded weights).
         for linear in (self.dense, self.head):
-            # Keras Dense defaults: glorot-uniform kernel, zero bias.
-            nn.init.xavier_uniform_(linear.weight)
-            nn.init.zeros_(linear.bias)
+            init_keras_default(linear)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3:
@@ -150,46 +154,16 @@ class Mousavi(ECGModel):
 
 # --------------------------------------------------------------------------- Keras weights
 
-_NUMBERED_KEY = re.compile(r"^w(\d+):(.*)$")
-_Convert = Callable[[np.ndarray], np.ndarray]
 
-
-def _keep(array: np.ndarray) -> np.ndarray:
-    return array
-
-
-def _keras_layout(model: Mousavi) -> list[tuple[str, str, torch.Tensor, _Convert]]:
+def _keras_layout(model: Mousavi) -> list[KerasSlot]:
     """(Keras weight kind, ecgx name, target tensor, Keras→PyTorch converter) in Keras order."""
-    entries: list[tuple[str, str, torch.Tensor, _Convert]] = []
+    entries: list[KerasSlot] = []
     for index, module in enumerate(model.beat_encoder):
         if isinstance(module, nn.Conv1d):
-            # Keras Conv1D kernel (k, in, out) → PyTorch (out, in, k)
-            name = f"beat_encoder.{index}"
-            entries.append(
-                ("kernel", f"{name}.weight", module.weight, lambda a: a.transpose(2, 1, 0))
-            )
-            entries.append(("bias", f"{name}.bias", module.bias, _keep))
-    lstm = model.rhythm_lstm
-    for direction in range(2):
-        entries += [
-            (
-                "kernel",
-                f"rhythm_lstm.weight_ih[{direction}]",
-                lstm.weight_ih[direction],
-                np.transpose,
-            ),
-            (
-                "recurrent_kernel",
-                f"rhythm_lstm.weight_hh[{direction}]",
-                lstm.weight_hh[direction],
-                np.transpose,
-            ),
-            ("bias", f"rhythm_lstm.bias[{direction}]", lstm.bias[direction], _keep),
-        ]
-    for name, linear in (("dense", model.dense), ("head", model.head)):
-        # Keras Dense kernel (in, out) → PyTorch (out, in)
-        entries.append(("kernel", f"{name}.weight", linear.weight, np.transpose))
-        entries.append(("bias", f"{name}.bias", linear.bias, _keep))
+            entries += keras_conv_slots(f"beat_encoder.{index}", module)
+    entries += keras_bilstm_slots("rhythm_lstm", model.rhythm_lstm)
+    entries += keras_dense_slots("dense", model.dense)
+    entries += keras_dense_slots("head", model.head)
     return entries
 
 

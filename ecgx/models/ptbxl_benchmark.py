@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import conv_bn1d, downsample1d
 
 __all__ = [
     "AdaptiveConcatPool1d",
@@ -69,26 +70,6 @@ def _fastai_head(
     return nn.Sequential(*layers)
 
 
-def _conv_bn(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True
-) -> nn.Sequential:
-    """fastai ``ConvLayer`` with BN first: conv (no bias, 'same' padding for odd k) → BN → ReLU."""
-    layers: list[nn.Module] = [
-        nn.Conv1d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=(kernel_size - 1) // 2,
-            bias=False,
-        ),
-        nn.BatchNorm1d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 def _split_index(key: str) -> tuple[int, str] | None:
     """``"12.rest"`` → (12, "rest"); None when the key does not start with an index."""
     match = re.fullmatch(r"(\d+)\.(.+)", key)
@@ -108,9 +89,10 @@ def _head_key(rest: str) -> str | None:
 
 
 class XResBlock(nn.Module):
-    """fastai's bottleneck ``ResBlock`` (expansion 4): 1×1 → k (with the stride) → 1×1 convs,
-    plus an identity path (avg-pool 2 with ceil_mode when strided, 1×1 conv + BN when the width
-    changes); ReLU after the add.
+    """fastai's bottleneck ``ResBlock`` (expansion 4): 1×1 → k (with the stride) → 1×1 convs
+    (fastai's BN-first ``ConvLayer``, :func:`~ecgx.models.layers.conv_bn1d`), plus an identity
+    path (avg-pool 2 with ceil_mode when strided, 1×1 conv + BN when the width changes); ReLU
+    after the add.
 
     The original also registers ``convs`` a second time as ``convpath.0`` (room for SE /
     self-attention modules the benchmark does not use); ecgx keeps only ``convs``.
@@ -121,13 +103,13 @@ class XResBlock(nn.Module):
     ):
         super().__init__()
         self.convs = nn.Sequential(
-            _conv_bn(in_channels, hidden, 1),
-            _conv_bn(hidden, hidden, kernel_size, stride=stride),
-            _conv_bn(hidden, out_channels, 1, relu=False),
+            conv_bn1d(in_channels, hidden, 1, relu=True),
+            conv_bn1d(hidden, hidden, kernel_size, stride=stride, relu=True),
+            conv_bn1d(hidden, out_channels, 1),
         )
         idpath: list[nn.Module] = []
         if in_channels != out_channels:
-            idpath.append(_conv_bn(in_channels, out_channels, 1, relu=False))
+            idpath.append(conv_bn1d(in_channels, out_channels, 1))
         if stride != 1:
             # pool_first=True in the original: the pool goes before the 1×1 conv
             idpath.insert(0, nn.AvgPool1d(2, ceil_mode=True))
@@ -176,7 +158,9 @@ class XResNet1d101(ECGModel):
         widths = [in_channels, *(int(w) for w in stem_widths)]
         self.stem = nn.Sequential(
             *(
-                _conv_bn(widths[i], widths[i + 1], kernel_size_stem, stride=2 if i == 0 else 1)
+                conv_bn1d(
+                    widths[i], widths[i + 1], kernel_size_stem, stride=2 if i == 0 else 1, relu=True
+                )
                 for i in range(len(widths) - 1)
             )
         )
@@ -358,7 +342,11 @@ class Inception1d(ECGModel):
 
 class WangBasicBlock(nn.Module):
     """torchvision-style basic block: conv k1 (stride) → BN → ReLU → conv k2 → BN, plus the
-    shortcut (1×1 conv + BN when strided or widened), ReLU after the add."""
+    shortcut (1×1 conv + BN when strided or widened), ReLU after the add.
+
+    Not :class:`ecgx.models.layers.BasicBlock1d`: two kernel sizes padded (k − 1) // 2, no
+    dropout, and the shortcut built after the body (which fixes the seeded initialisation).
+    """
 
     def __init__(self, in_channels: int, planes: int, stride: int, kernel_sizes: tuple[int, int]):
         super().__init__()
@@ -370,11 +358,7 @@ class WangBasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv1d(planes, planes, k2, padding=(k2 - 1) // 2, bias=False)
         self.bn2 = nn.BatchNorm1d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv1d(in_channels, planes, 1, stride=stride, bias=False), nn.BatchNorm1d(planes)
-            )
+        self.downsample = downsample1d(in_channels, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -412,17 +396,7 @@ class ResNet1dWang(ECGModel):
         self.num_classes = num_classes
         # as the original's BasicBlock1d: an int kernel k means (k, k // 2 + 1)
         kernel_sizes = (kernel_size, kernel_size // 2 + 1)
-        self.stem = nn.Sequential(
-            nn.Conv1d(
-                in_channels,
-                inplanes,
-                kernel_size_stem,
-                padding=(kernel_size_stem - 1) // 2,
-                bias=False,
-            ),
-            nn.BatchNorm1d(inplanes),
-            nn.ReLU(),
-        )
+        self.stem = conv_bn1d(in_channels, inplanes, kernel_size_stem, relu=True)
         stages = []
         for index, count in enumerate(layers):
             first_stride = 1 if index == 0 else stride

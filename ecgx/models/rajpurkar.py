@@ -16,8 +16,7 @@ partial window on odd lengths, BatchNorm uses eps 1e-3 and Keras' momentum 0.99 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,23 +24,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.imle_net import SameConv1d
-from ecgx.models.weights import copy_keras_weights
+from ecgx.models.layers import (
+    SameConv1d,
+    init_keras_default,
+    keras_batch_norm1d,
+    same_length,
+)
+from ecgx.models.weights import (
+    KerasSlot,
+    copy_keras_weights,
+    keras_batch_norm_slots,
+    keras_conv_slots,
+    keras_dense_slots,
+)
 
 __all__ = ["Rajpurkar", "RajpurkarBlock", "load_keras_weights"]
 
-# Keras BatchNormalization defaults; PyTorch's momentum weights the new batch, hence 1 - 0.99.
-_BN_EPS = 1e-3
-_BN_MOMENTUM = 0.01
 # The standard deviation of a standard normal truncated to [-2, 2]; Keras' he_normal divides
 # by it so that the truncated draw keeps the variance 2 / fan_in.
 _TRUNCATED_STD = 0.87962566103423978
 # The original config: stride 2 at every odd block, 16 blocks.
 _SUBSAMPLE_LENGTHS = (1, 2) * 8
-
-
-def _keras_batch_norm(channels: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
 
 
 def _he_normal_conv(
@@ -92,9 +95,9 @@ class RajpurkarBlock(nn.Module):
             )
         self.stride = stride
         self.extra_channels = out_channels - in_channels
-        self.bn0 = _keras_batch_norm(in_channels) if preactivate else None
+        self.bn0 = keras_batch_norm1d(in_channels) if preactivate else None
         self.conv1 = _he_normal_conv(in_channels, out_channels, kernel_size, stride)
-        self.bn1 = _keras_batch_norm(out_channels)
+        self.bn1 = keras_batch_norm1d(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _he_normal_conv(out_channels, out_channels, kernel_size)
 
@@ -141,7 +144,7 @@ class Rajpurkar(ECGModel):
         self.input_length = input_length
 
         self.stem = _he_normal_conv(in_channels, start_filters, kernel_size)
-        self.stem_bn = _keras_batch_norm(start_filters)
+        self.stem_bn = keras_batch_norm1d(start_filters)
         blocks = []
         channels, length = start_filters, input_length
         for index, stride in enumerate(strides):
@@ -152,15 +155,13 @@ class Rajpurkar(ECGModel):
                 RajpurkarBlock(channels, width, kernel_size, stride, dropout, preactivate=index > 0)
             )
             channels = width
-            length = -(-length // stride)  # "same" output length ceil(L / stride)
+            length = same_length(length, stride)
         self.blocks = nn.Sequential(*blocks)
-        self.final_bn = _keras_batch_norm(channels)
+        self.final_bn = keras_batch_norm1d(channels)
         self.final_relu = nn.ReLU()
         self.final_length = length
         self.head = nn.Linear(length * channels, num_classes)
-        # Keras Dense defaults: glorot-uniform kernel, zero bias.
-        nn.init.xavier_uniform_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        init_keras_default(self.head)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3:
@@ -193,45 +194,20 @@ class Rajpurkar(ECGModel):
 
 # --------------------------------------------------------------------------- Keras weights
 
-_NUMBERED_KEY = re.compile(r"^w(\d+):(.*)$")
-_Convert = Callable[[np.ndarray], np.ndarray]
 
-
-def _keep(array: np.ndarray) -> np.ndarray:
-    return array
-
-
-def _keras_layout(model: Rajpurkar) -> list[tuple[str, str, torch.Tensor, _Convert]]:
+def _keras_layout(model: Rajpurkar) -> list[KerasSlot]:
     """(Keras weight kind, ecgx name, target tensor, Keras→PyTorch converter) in Keras order."""
-    entries: list[tuple[str, str, torch.Tensor, _Convert]] = []
-
-    def conv(name: str, module: nn.Conv1d) -> None:
-        # Keras Conv1D kernel (k, in, out) → PyTorch (out, in, k)
-        entries.append(("kernel", f"{name}.weight", module.weight, lambda a: a.transpose(2, 1, 0)))
-        entries.append(("bias", f"{name}.bias", module.bias, _keep))
-
-    def batch_norm(name: str, module: nn.BatchNorm1d) -> None:
-        for kind, attribute in (
-            ("gamma", "weight"),
-            ("beta", "bias"),
-            ("moving_mean", "running_mean"),
-            ("moving_variance", "running_var"),
-        ):
-            entries.append((kind, f"{name}.{attribute}", getattr(module, attribute), _keep))
-
-    conv("stem", model.stem)
-    batch_norm("stem_bn", model.stem_bn)
+    entries = keras_conv_slots("stem", model.stem)
+    entries += keras_batch_norm_slots("stem_bn", model.stem_bn)
     for index, block in enumerate(model.blocks):
         prefix = f"blocks.{index}"
         if block.bn0 is not None:
-            batch_norm(f"{prefix}.bn0", block.bn0)
-        conv(f"{prefix}.conv1", block.conv1)
-        batch_norm(f"{prefix}.bn1", block.bn1)
-        conv(f"{prefix}.conv2", block.conv2)
-    batch_norm("final_bn", model.final_bn)
-    # Keras Dense kernel (in, out) → PyTorch (out, in)
-    entries.append(("kernel", "head.weight", model.head.weight, np.transpose))
-    entries.append(("bias", "head.bias", model.head.bias, _keep))
+            entries += keras_batch_norm_slots(f"{prefix}.bn0", block.bn0)
+        entries += keras_conv_slots(f"{prefix}.conv1", block.conv1)
+        entries += keras_batch_norm_slots(f"{prefix}.bn1", block.bn1)
+        entries += keras_conv_slots(f"{prefix}.conv2", block.conv2)
+    entries += keras_batch_norm_slots("final_bn", model.final_bn)
+    entries += keras_dense_slots("head", model.head)
     return entries
 
 

@@ -7,7 +7,9 @@ downsample.{0,1}}``, ``fc``) so that its state dicts load one-to-one (``load_ori
 Shapes for the defaults (12 × 1000): stem conv k15 s2 → (64, 500) → max-pool → (64, 250); four
 bottleneck stages [3, 4, 23, 3] (widths 64/128/256/512, expansion 4, strides 1/2/2/2) →
 (2048, 32); global average pool → 2048 features → Linear → logits. 156,889,221 trainable
-parameters at 12 leads and 5 classes.
+parameters at 12 leads and 5 classes. The stem and the projection shortcut are
+:mod:`ecgx.models.layers`' (shared with the CPSC ResNet34); the bottleneck, with its wide kernels
+and dropout, is this port's own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import downsample1d, resnet_stem1d
 from ecgx.models.weights import checked_copy
 
 __all__ = ["Bottleneck1d", "ResNet101_1d", "load_original_state_dict"]
@@ -98,17 +101,9 @@ class ResNet101_1d(ECGModel):
             raise ValueError(f"ResNet101_1d: kernel_sizes={kernel_sizes} must be three odd ints")
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.conv1 = nn.Conv1d(
-            in_channels,
-            widths[0],
-            stem_kernel_size,
-            stride=2,
-            padding=stem_kernel_size // 2,
-            bias=False,
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem1d(
+            in_channels, widths[0], stem_kernel_size
         )
-        self.bn1 = nn.BatchNorm1d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
         self._channels = widths[0]
         self.layer1 = self._make_layer(widths[0], layers[0], 1, dropout, kernel_sizes)
         self.layer2 = self._make_layer(widths[1], layers[1], 2, dropout, kernel_sizes)
@@ -124,12 +119,7 @@ class ResNet101_1d(ECGModel):
         self, planes: int, blocks: int, stride: int, dropout: float, kernel_sizes: Sequence[int]
     ) -> nn.Sequential:
         out_channels = planes * Bottleneck1d.expansion
-        downsample: nn.Module | None = None
-        if stride != 1 or self._channels != out_channels:
-            downsample = nn.Sequential(
-                nn.Conv1d(self._channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm1d(out_channels),
-            )
+        downsample = downsample1d(self._channels, out_channels, stride)
         modules = [Bottleneck1d(self._channels, planes, stride, downsample, dropout, kernel_sizes)]
         self._channels = out_channels
         modules += [

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ecgx.models.image import ImageModel
+from ecgx.models.layers import init_conv_norm
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet2d", "ResNet18", "ResNet50"]
 
@@ -112,7 +113,8 @@ class ResNet2d(ImageModel):
         self.num_features = self._channels
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
-        self._init_weights()
+        # torchvision's: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0, fc left default.
+        init_conv_norm(self)
 
     def _make_layer(self, channels: int, blocks: int, stride: int) -> nn.Sequential:
         out_channels = channels * self.block.expansion
@@ -126,15 +128,6 @@ class ResNet2d(ImageModel):
         self._channels = out_channels
         modules += [self.block(out_channels, channels) for _ in range(1, blocks)]
         return nn.Sequential(*modules)
-
-    def _init_weights(self) -> None:
-        # torchvision's: Kaiming-normal (fan_out, ReLU) convs, BN weight 1 / bias 0, fc default.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

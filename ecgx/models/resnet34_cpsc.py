@@ -9,6 +9,9 @@ Shapes as trained (12 × 15000): stem conv k15 s2 → (64, 7500) → max-pool �
 concatenation of global average and global max pooling → 1024 features → Linear → logits.
 16,610,185 trainable parameters at 12 leads and 9 classes. The lead count is a config choice
 (the study trains on lead subsets), so ``in_channels`` only sizes the stem.
+
+The block (``BasicBlock1d``: torchvision's with a dropout after the first ReLU), the stem and the
+projection shortcut are :mod:`ecgx.models.layers`', shared with SE-ResNet18 and ResNet101-1D.
 """
 
 from __future__ import annotations
@@ -19,42 +22,10 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import BasicBlock1d, downsample1d, resnet_stem1d
 from ecgx.models.weights import checked_copy
 
 __all__ = ["BasicBlock1d", "ResNet34CPSC", "load_original_state_dict"]
-
-
-class BasicBlock1d(nn.Module):
-    """Conv k7 (stride) → BN → ReLU → Dropout → Conv k7 → BN, plus the shortcut (identity, or
-    the given 1×1 conv + BN ``downsample``); add → ReLU. The dropout inside the block is the
-    original's addition to the usual BasicBlock."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        kernel_size: int = 7,
-        dropout: float = 0.2,
-    ):
-        super().__init__()
-        padding = kernel_size // 2
-        self.conv1 = nn.Conv1d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
-        )
-        self.bn1 = nn.BatchNorm1d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=padding, bias=False)
-        self.bn2 = nn.BatchNorm1d(out_channels)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
 
 
 class ResNet34CPSC(ECGModel):
@@ -91,17 +62,9 @@ class ResNet34CPSC(ECGModel):
             raise ValueError(f"ResNet34CPSC: kernel_size={kernel_size} must be odd")
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.conv1 = nn.Conv1d(
-            in_channels,
-            widths[0],
-            stem_kernel_size,
-            stride=2,
-            padding=stem_kernel_size // 2,
-            bias=False,
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem1d(
+            in_channels, widths[0], stem_kernel_size
         )
-        self.bn1 = nn.BatchNorm1d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
         self._channels = widths[0]
         strides = (1, 2, 2, 2)
         self.layer1 = self._make_layer(widths[0], layers[0], strides[0], kernel_size, dropout)
@@ -117,12 +80,7 @@ class ResNet34CPSC(ECGModel):
     def _make_layer(
         self, channels: int, blocks: int, stride: int, kernel_size: int, dropout: float
     ) -> nn.Sequential:
-        downsample: nn.Module | None = None
-        if stride != 1 or self._channels != channels:
-            downsample = nn.Sequential(
-                nn.Conv1d(self._channels, channels, 1, stride=stride, bias=False),
-                nn.BatchNorm1d(channels),
-            )
+        downsample = downsample1d(self._channels, channels, stride)
         modules = [BasicBlock1d(self._channels, channels, stride, downsample, kernel_size, dropout)]
         self._channels = channels
         modules += [

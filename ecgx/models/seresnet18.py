@@ -12,6 +12,8 @@ of two SE BasicBlocks (64/128/256/512 channels, strides 1/2/2/2) → (512, 128);
 sex-known) goes through ``fc1`` (d → 10, no activation) and is concatenated *before* the CNN
 features: [10, 512] → ``fc`` → logits. 8,837,060 trainable parameters at 24 classes, d = 5.
 The "adaptive lead weighting" of the title is the SE blocks; there is no lead-attention layer.
+The block is the CPSC ResNet34's with an SE module; it, the SE module, the stem and the projection
+shortcut are :mod:`ecgx.models.layers`'.
 
 ``forward_windows`` reproduces the original's full-length evaluation (spec 1.4): sigmoid outputs
 averaged over overlapping 4096-sample windows, window 0 being the whole signal.
@@ -26,6 +28,13 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import (
+    BasicBlock1d,
+    SEModule1d,
+    downsample1d,
+    init_conv_norm,
+    resnet_stem1d,
+)
 from ecgx.models.weights import checked_copy
 
 __all__ = [
@@ -37,29 +46,10 @@ __all__ = [
 ]
 
 
-class SEModule1d(nn.Module):
-    """Squeeze-and-excitation over channels: global average over time → Linear(C → C/r, no bias)
-    → ReLU → Linear(→ C, no bias) → sigmoid, which rescales each channel."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool1d(1)
-        # ``fc`` as a Sequential keeps the original's state-dict names (se.fc.0 / se.fc.2).
-        self.fc = nn.Sequential(
-            nn.Linear(channels, channels // reduction, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(channels // reduction, channels, bias=False),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.fc(self.avg_pool(x).flatten(1))
-        return x * weights.unsqueeze(-1)
-
-
-class SEBasicBlock1d(nn.Module):
-    """Conv k7 (stride) → BN → ReLU → Dropout → Conv k7 → BN → SE, plus the shortcut (identity,
-    or the given 1×1 conv + BN ``downsample``); add → ReLU."""
+class SEBasicBlock1d(BasicBlock1d):
+    """The shared :class:`~ecgx.models.layers.BasicBlock1d` with the SE module always on, under
+    the original's name: Conv k7 (stride) → BN → ReLU → Dropout → Conv k7 → BN → SE, plus the
+    shortcut (identity, or the given 1×1 conv + BN ``downsample``); add → ReLU."""
 
     def __init__(
         self,
@@ -71,25 +61,15 @@ class SEBasicBlock1d(nn.Module):
         dropout: float = 0.2,
         reduction: int = 16,
     ):
-        super().__init__()
-        padding = kernel_size // 2
-        self.conv1 = nn.Conv1d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        super().__init__(
+            in_channels,
+            out_channels,
+            stride,
+            downsample,
+            kernel_size,
+            dropout,
+            se_reduction=reduction,
         )
-        self.bn1 = nn.BatchNorm1d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=padding, bias=False)
-        self.bn2 = nn.BatchNorm1d(out_channels)
-        # Declared before ``downsample`` so state_dict() lists keys in the original's order.
-        self.se = SEModule1d(out_channels, reduction)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
-        out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
 
 
 def sliding_windows(length: int, window: int = 4096, overlap: int = 256) -> list[tuple[int, int]]:
@@ -153,17 +133,9 @@ class SEResNet18(ECGModel):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.demographics_dim = demographics_dim
-        self.conv1 = nn.Conv1d(
-            in_channels,
-            widths[0],
-            stem_kernel_size,
-            stride=2,
-            padding=stem_kernel_size // 2,
-            bias=False,
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem1d(
+            in_channels, widths[0], stem_kernel_size
         )
-        self.bn1 = nn.BatchNorm1d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
         self._channels = widths[0]
         block = (kernel_size, dropout, reduction)
         self.layer1 = self._make_layer(widths[0], layers[0], 1, *block)
@@ -175,7 +147,8 @@ class SEResNet18(ECGModel):
         self.fc1 = nn.Linear(demographics_dim, demographics_features)
         self.fc = nn.Linear(demographics_features + self.num_features, num_classes)
         self.target_layer = f"layer4.{layers[3] - 1}"
-        self._init_weights()
+        # The original's init (torchvision's): Kaiming-normal (fan_out) convolutions, BN 1 / 0.
+        init_conv_norm(self)
 
     def _make_layer(
         self,
@@ -186,12 +159,7 @@ class SEResNet18(ECGModel):
         dropout: float,
         reduction: int,
     ) -> nn.Sequential:
-        downsample: nn.Module | None = None
-        if stride != 1 or self._channels != channels:
-            downsample = nn.Sequential(
-                nn.Conv1d(self._channels, channels, 1, stride=stride, bias=False),
-                nn.BatchNorm1d(channels),
-            )
+        downsample = downsample1d(self._channels, channels, stride)
         modules = [
             SEBasicBlock1d(
                 self._channels, channels, stride, downsample, kernel_size, dropout, reduction
@@ -203,15 +171,6 @@ class SEResNet18(ECGModel):
             for _ in range(1, blocks)
         ]
         return nn.Sequential(*modules)
-
-    def _init_weights(self) -> None:
-        # The original's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1, bias 0.
-        for module in self.modules():
-            if isinstance(module, nn.Conv1d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm1d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[1] != self.in_channels:

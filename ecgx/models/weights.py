@@ -1,4 +1,5 @@
-"""Loading an original's weights into an ecgx port: the checks every mapping shares."""
+"""Loading an original's weights into an ecgx port: the checks every mapping shares, and the
+Keras weight order of the layers the Keras ports have in common."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from ecgx.models.layers import KerasBiLSTM
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict:
@@ -48,6 +51,67 @@ _KERAS_KEY = re.compile(r"^w(\d+):(.*)$")
 
 #: one Keras weight's destination: (Keras kind such as "kernel", ecgx name, tensor, converter)
 KerasSlot = tuple[str, str, torch.Tensor, Callable[[np.ndarray], np.ndarray]]
+
+
+def _keep(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+def _conv_kernel(array: np.ndarray) -> np.ndarray:
+    # Keras Conv1D kernel (k, in, out) → PyTorch (out, in, k)
+    return array.transpose(2, 1, 0)
+
+
+def _matrix(array: np.ndarray) -> np.ndarray:
+    # Keras Dense / LSTM kernels (in, out) → PyTorch (out, in)
+    return array.T
+
+
+def keras_conv_slots(name: str, conv: nn.Conv1d) -> list[KerasSlot]:
+    """A Keras Conv1D's kernel and bias, in Keras order, for ``conv`` (ecgx name ``name``)."""
+    return [
+        ("kernel", f"{name}.weight", conv.weight, _conv_kernel),
+        ("bias", f"{name}.bias", conv.bias, _keep),
+    ]
+
+
+def keras_batch_norm_slots(name: str, norm: nn.BatchNorm1d) -> list[KerasSlot]:
+    """A Keras BatchNormalization's gamma, beta, moving mean and variance, in Keras order."""
+    return [
+        (kind, f"{name}.{attribute}", getattr(norm, attribute), _keep)
+        for kind, attribute in (
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        )
+    ]
+
+
+def keras_dense_slots(name: str, linear: nn.Linear) -> list[KerasSlot]:
+    """A Keras Dense layer's kernel and bias, in Keras order."""
+    return [
+        ("kernel", f"{name}.weight", linear.weight, _matrix),
+        ("bias", f"{name}.bias", linear.bias, _keep),
+    ]
+
+
+def keras_bilstm_slots(name: str, lstm: KerasBiLSTM) -> list[KerasSlot]:
+    """A Keras ``Bidirectional(LSTM)``: forward then backward kernel, recurrent kernel, bias.
+    Keras' gate blocks (i, f, c, o) are PyTorch's (i, f, g, o), so no reordering."""
+    slots: list[KerasSlot] = []
+    for direction in range(2):
+        slots += [
+            ("kernel", f"{name}.weight_ih[{direction}]", lstm.weight_ih[direction], _matrix),
+            (
+                "recurrent_kernel",
+                f"{name}.weight_hh[{direction}]",
+                lstm.weight_hh[direction],
+                _matrix,
+            ),
+            ("bias", f"{name}.bias[{direction}]", lstm.bias[direction], _keep),
+        ]
+    return slots
 
 
 def keras_arrays(

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import downsample1d
 
 __all__ = [
     "XAILeNet",
@@ -137,12 +138,7 @@ class XAIResNetBottleneck(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv1d(planes, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm1d(out_channels)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm1d(out_channels),
-            )
+        self.downsample = downsample1d(in_channels, out_channels, stride)
         # A separate ReLU per use (torchvision reuses one): each hooked module runs once.
         self.relu3 = nn.ReLU()
 
