@@ -63,24 +63,28 @@ def train(
         run.resume.prepare(callbacks)
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
                                          logger=run.logger or False)  # fmt: skip
-        if not run.resumed:
+        if not run.has_param("data/n_train"):
             run.log_data(datamodule)
 
-        ckpt_path = run.resume.ckpt_path if run.resumed else cfg.get("ckpt_path")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if run.resume.fit_done:  # killed after training: the test is what is left
+            best = run.resume.best_path
+            log.info("training had finished before the interruption: testing %s", best)
+        else:
+            ckpt_path = run.resume.ckpt_path if run.resumed else cfg.get("ckpt_path")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint else ""
+            run.resume.mark_fit_done(best)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
         if cfg.get("test", True):
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
             if not best:
                 log.warning("no best checkpoint: testing the last weights")
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
                                    weights_only=True, verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in results[0].items()})
             run.log_file(best, "checkpoints")
-        if run.logger is not None and not run.resumed:  # params are write-once in MLflow
+        if run.logger is not None and not run.has_param("cost/parameters"):  # write-once
             run.log_params(model_cost(net, datamodule))
         if trainer.is_global_zero:
             from ecgx.explain.run import explain_after_training

@@ -86,6 +86,10 @@ def config_hash(cfg: DictConfig) -> str:
     assert isinstance(tree, dict)
     for key in HASH_EXCLUDED:
         tree.pop(key, None)
+    # The logger node repeats where runs are recorded (its resolved ${tracking_uri}): two
+    # spellings of one store must not make two identities.
+    if isinstance(tree.get("logger"), dict):
+        tree["logger"].pop("tracking_uri", None)
     blob = json.dumps(tree, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -136,6 +136,13 @@ class TrackedRun:
                 f"into the same MLflow run."
             ) from err
 
+    def has_param(self, key: str) -> bool:
+        """Whether the run logged ``key`` already (MLflow params are write-once; a resumed run
+        logs what its killed start did not get to)."""
+        if self.logger is None:
+            return False
+        return key in self.client.get_run(self.run_id).data.params
+
     def log_params(self, params: dict[str, Any]) -> None:
         if self.logger is not None:
             self.logger.log_hyperparams(params)

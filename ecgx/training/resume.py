@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Beside the checkpoint folder, not in it: Lightning warns about a checkpoint folder that is not
 # empty when a run starts, and a fresh run's folder should be empty.
 RUN_ID_SUFFIX = ".mlflow_run_id"
+# Written when fit returns, holding the best checkpoint's path: a job killed after training
+# resumes with the test alone (another epoch could move the best checkpoint).
+FIT_DONE_SUFFIX = ".fit_done"
 LAST = "last.ckpt"
 
 
@@ -65,6 +68,8 @@ class ResumePoint:
     folder: Path
     ckpt_path: str | None = None  # last.ckpt to continue from
     run_id: str | None = None  # the MLflow run to continue
+    fit_done: bool = False  # training had finished: only test (``best_path``) is left
+    best_path: str = ""
 
     @classmethod
     def find(cls, cfg: DictConfig, key: str, tracking: bool) -> ResumePoint:
@@ -78,22 +83,39 @@ class ResumePoint:
             status = _run_status(cfg.tracking_uri, run_id) if tracking and run_id else None
             if not last.is_file():
                 log.warning("resume=true: no %s in %s, starting from scratch", LAST, folder)
+                if tracking and run_id and status == "RUNNING":
+                    # Killed before its first checkpoint: nothing to continue, and a run left
+                    # RUNNING would never end. The new run replaces it.
+                    _set_status(cfg.tracking_uri, run_id, "KILLED")
+                    log.warning("MLflow run %s (killed before any checkpoint) marked KILLED",
+                                run_id)  # fmt: skip
             elif tracking and status in (None, "FINISHED"):
                 log.warning("resume=true: MLflow run %s is %s, starting from scratch", run_id,
                             status or "absent")  # fmt: skip
             else:
                 point.ckpt_path, point.run_id = str(last), run_id if tracking else None
+                if point.fit_file.is_file():
+                    point.fit_done, point.best_path = True, point.fit_file.read_text().strip()
                 log.info("resuming from %s (MLflow run %s)", last, point.run_id)
                 print(f"resuming from {last} (MLflow run {point.run_id})")
                 return point
         if folder.exists():
             shutil.rmtree(folder)
+        point.fit_file.unlink(missing_ok=True)
         folder.mkdir(parents=True)
         return point
 
     @property
     def id_file(self) -> Path:
         return self.folder.with_name(self.folder.name + RUN_ID_SUFFIX)
+
+    @property
+    def fit_file(self) -> Path:
+        return self.folder.with_name(self.folder.name + FIT_DONE_SUFFIX)
+
+    def mark_fit_done(self, best_path: str) -> None:
+        self.fit_file.write_text(best_path)
+        self.fit_done, self.best_path = True, best_path
 
     def logger_kwargs(self) -> dict[str, Any]:
         return {"run_id": self.run_id} if self.run_id else {}
@@ -113,6 +135,12 @@ class ResumePoint:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(self.folder)
         callbacks.append(RandomState())
+
+
+def _set_status(tracking_uri: str, run_id: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri).set_terminated(run_id, status)
 
 
 def _run_status(tracking_uri: str, run_id: str) -> str | None:

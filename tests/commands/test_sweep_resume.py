@@ -22,6 +22,14 @@ def test_config_hash_ignores_paths_and_force(compose_train, tmp_path) -> None:
     assert config_hash(other) != config_hash(cfg)
 
 
+def test_config_hash_ignores_how_the_store_is_spelled(compose_train, tmp_path) -> None:
+    # The logger node resolves ${tracking_uri}: the same store spelled twice is one config.
+    plain = compose_train("debug=smoke", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db")
+    dotted = compose_train("debug=smoke", f"tracking_uri=sqlite:///{tmp_path}/./mlflow.db")
+    assert plain.logger.tracking_uri != dotted.logger.tracking_uri
+    assert config_hash(plain) == config_hash(dotted)
+
+
 @pytest.mark.slow
 def test_finished_config_is_skipped_unless_forced(compose_train) -> None:
     # Multirun jobs skip finished configs by themselves; a single run does so when asked.

@@ -221,8 +221,8 @@ def test_model_cost_of_a_small_net() -> None:
 
     net = torch.nn.Sequential(torch.nn.Conv1d(12, 4, 3, bias=False), torch.nn.Flatten(),
                               torch.nn.Linear(4 * 98, 5))  # fmt: skip
-    record = {"signal": torch.randn(12, 100)}
-    datamodule = SimpleNamespace(val_dataloader=lambda: SimpleNamespace(dataset=[record]))
+    record = torch.randn(12, 100)
+    datamodule = SimpleNamespace(example_input=lambda: record.unsqueeze(0))
     cost = model_cost(net, datamodule)
     assert cost["cost/parameters"] == 12 * 4 * 3 + 4 * 98 * 5 + 5
     # 2 FLOPs per multiply-add: the convolution's and the linear layer's (bias adds not counted).
