@@ -1,5 +1,5 @@
-"""A training job killed with SIGKILL mid-run, rerun with ``resume=true``, continues from its
-last checkpoint into the same MLflow run and ends with an uninterrupted run's metrics."""
+"""Training jobs killed with SIGKILL at three moments, rerun with ``resume=true``: each ends as
+exactly one FINISHED MLflow run with an uninterrupted run's metrics, and none stays RUNNING."""
 
 from __future__ import annotations
 
@@ -64,86 +64,77 @@ def _runs(tmp: Path) -> list:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_into_the_same_mlflow_run(tmp_path: Path, synthetic_root: Path) -> None:
+def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_result(
+    tmp_path: Path, synthetic_root: Path
+) -> None:
+    """One reference and three jobs killed alongside it (one test: they share the reference).
+
+    - mid-run, at the first epoch's checkpoint: training continues from ``last.ckpt`` into
+      the same MLflow run, with the same metric history;
+    - after training, as the test starts: the run stays RUNNING (Lightning's logger used to
+      mark it FINISHED at the end of fit) and the resume only tests the best checkpoint, in
+      the same run, logging the cost params too;
+    - before the first checkpoint: the resume starts over and the killed run is marked
+      KILLED, never left RUNNING.
+    """
     cache = tmp_path / "cache"
-    plain_dir, crash_dir = tmp_path / "plain", tmp_path / "crash"
-    plain = _start(plain_dir, synthetic_root, cache)  # the reference, alongside
-    crash = _start(crash_dir, synthetic_root, cache)
+    dirs = {name: tmp_path / name for name in ("plain", "mid", "late", "early")}
+    plain = _start(dirs["plain"], synthetic_root, cache)
+    mid = _start(dirs["mid"], synthetic_root, cache)
+    late = _start(dirs["late"], synthetic_root, cache, kill_at="test_start")
+    early = _start(dirs["early"], synthetic_root, cache, kill_at="train_start")
     deadline = time.monotonic() + 120
-    while not list((crash_dir / "logs" / "checkpoints").glob("*/last.ckpt")):
-        assert crash.poll() is None, crash.communicate()[0][-3000:]
+    while not list((dirs["mid"] / "logs" / "checkpoints").glob("*/last.ckpt")):
+        assert mid.poll() is None, mid.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "no last.ckpt after 120 s"
         time.sleep(0.05)
-    crash.send_signal(signal.SIGKILL)  # mid-run: the first epoch's checkpoint, before the last
-    crash.communicate()
-    assert crash.returncode == -signal.SIGKILL
-    (killed,) = _runs(crash_dir)
-    assert killed.info.status == "RUNNING"  # what a kill -9 leaves behind
+    mid.send_signal(signal.SIGKILL)  # the first epoch's checkpoint, before the last
+    for proc in (mid, late, early):
+        out = proc.communicate(timeout=150)[0]
+        assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    killed = {name: _runs(dirs[name]) for name in ("mid", "late", "early")}
+    assert [r.info.status for runs in killed.values() for r in runs] == ["RUNNING"] * 3
+    assert not any(k.startswith("test/") for k in killed["late"][0].data.metrics)
 
-    out = _finish(_start(crash_dir, synthetic_root, cache, "resume=true"))
-    assert "resuming from" in out and killed.info.run_id in out
+    resumes = {name: _start(dirs[name], synthetic_root, cache, "resume=true") for name in killed}
+    outs = {name: _finish(proc) for name, proc in resumes.items()}
     _finish(plain)
+    assert "resuming from" in outs["mid"] and killed["mid"][0].info.run_id in outs["mid"]
+    assert "training had finished before the interruption" in outs["late"]
+    assert "starting from scratch" in outs["early"]
 
-    (resumed,) = _runs(crash_dir)  # exactly one run: the killed one, continued
-    (reference,) = _runs(plain_dir)
-    assert resumed.info.run_id == killed.info.run_id
-    assert resumed.info.status == "FINISHED"
-    got, want = resumed.data.metrics, reference.data.metrics
+    (reference,) = _runs(dirs["plain"])
+    want = reference.data.metrics
     tests = sorted(k for k in want if k.startswith("test/"))
-    assert tests and tests == sorted(k for k in got if k.startswith("test/"))
-    # Same weights, optimizer, shuffles and augmentations (RandomState): the same numbers.
-    for key in [*tests, "val/macro_auroc", "val/loss"]:
-        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    costs = sorted(k for k in reference.data.params if k.startswith("cost/"))
+    assert tests and costs
+    for name in ("mid", "late"):  # exactly one run each: the killed one, continued
+        (resumed,) = _runs(dirs[name])
+        assert resumed.info.run_id == killed[name][0].info.run_id, name
+        assert resumed.info.status == "FINISHED", name
+        assert tests == sorted(k for k in resumed.data.metrics if k.startswith("test/")), name
+        assert costs == sorted(k for k in resumed.data.params if k.startswith("cost/")), name
+        # Same weights, optimizer, shuffles and augmentations (RandomState): the same numbers.
+        for key in tests:
+            assert resumed.data.metrics[key] == pytest.approx(want[key], abs=1e-6), (name, key)
+    (mid_run,) = _runs(dirs["mid"])
+    for key in ("val/macro_auroc", "val/loss"):
+        assert mid_run.data.metrics[key] == pytest.approx(want[key], abs=1e-6), key
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{crash_dir / 'mlflow.db'}")
-    history = client.get_metric_history(resumed.info.run_id, "val/loss")
     # The history continues: one value per epoch (steps increasing), as in the reference.
-    reference_history = MlflowClient(f"sqlite:///{plain_dir / 'mlflow.db'}").get_metric_history(
+    history = MlflowClient(f"sqlite:///{dirs['mid'] / 'mlflow.db'}").get_metric_history(
+        mid_run.info.run_id, "val/loss"
+    )
+    reference_history = MlflowClient(f"sqlite:///{dirs['plain'] / 'mlflow.db'}").get_metric_history(
         reference.info.run_id, "val/loss"
     )
     assert sorted({m.step for m in history}) == sorted({m.step for m in reference_history})
     assert len({m.step for m in history}) == 3
 
-
-@pytest.mark.slow
-def test_kill_before_any_checkpoint_or_before_test_never_fakes_a_result(
-    tmp_path: Path, synthetic_root: Path
-) -> None:
-    """Killed after training but before the test: the run stays RUNNING (Lightning's logger
-    used to mark it FINISHED at the end of fit), and resume tests the best checkpoint in the
-    same run, with the reference's test metrics and its cost params. Killed before the first
-    checkpoint: resume starts over and the killed run is marked KILLED, never left RUNNING."""
-    cache = tmp_path / "cache"
-    plain_dir, late_dir, early_dir = tmp_path / "plain", tmp_path / "late", tmp_path / "early"
-    plain = _start(plain_dir, synthetic_root, cache)
-    late = _start(late_dir, synthetic_root, cache, kill_at="test_start")
-    early = _start(early_dir, synthetic_root, cache, kill_at="train_start")
-    for proc in (late, early):
-        out = proc.communicate(timeout=150)[0]
-        assert proc.returncode == -signal.SIGKILL, out[-3000:]
-    (killed_late,) = _runs(late_dir)
-    assert killed_late.info.status == "RUNNING"
-    assert not any(k.startswith("test/") for k in killed_late.data.metrics)
-
-    late_out = _finish(_start(late_dir, synthetic_root, cache, "resume=true"))
-    assert "training had finished before the interruption" in late_out
-    early_out = _finish(_start(early_dir, synthetic_root, cache, "resume=true"))
-    assert "starting from scratch" in early_out
-    _finish(plain)
-
-    (reference,) = _runs(plain_dir)
-    (resumed,) = _runs(late_dir)
-    assert resumed.info.run_id == killed_late.info.run_id and resumed.info.status == "FINISHED"
-    tests = sorted(k for k in reference.data.metrics if k.startswith("test/"))
+    early_runs = _runs(dirs["early"])
+    assert sorted(r.info.status for r in early_runs) == ["FINISHED", "KILLED"]  # no ghost
+    (fresh,) = [r for r in early_runs if r.info.status == "FINISHED"]
     for key in tests:
-        assert resumed.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-6)
-    costs = sorted(k for k in reference.data.params if k.startswith("cost/"))
-    assert costs and costs == sorted(k for k in resumed.data.params if k.startswith("cost/"))
-
-    statuses = sorted(r.info.status for r in _runs(early_dir))
-    assert statuses == ["FINISHED", "KILLED"]  # no ghost RUNNING run
-    (fresh,) = [r for r in _runs(early_dir) if r.info.status == "FINISHED"]
-    for key in tests:
-        assert fresh.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-6)
+        assert fresh.data.metrics[key] == pytest.approx(want[key], abs=1e-6), key
