@@ -24,6 +24,8 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -450,6 +452,19 @@ class _Merge:
 _JOB: _Job | None = None
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker outlives a SIGKILLed build otherwise (reparented, ~400 MB,
+    blocked on its result pipe for ever). Linux delivers SIGKILL to it when the parent dies;
+    nothing in concurrent.futures does this, hence prctl by hand."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def _read_chunk(k: int, start: int, stop: int) -> tuple[int, list[tuple]]:
     assert _JOB is not None
     return _JOB.read_chunk(k, start, stop)
@@ -478,7 +493,8 @@ def _build(out: Path, spec: dict, meta: pd.DataFrame, job: _Job, workers: int) -
         job.chain, job.signals = _Chain(len(starts), ctx), out / SIGNALS
         _JOB = job
         holes: list[tuple[int, int]] = []  # records written but refused by the checks across
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
+                                   initargs=(os.getpid(),))  # fmt: skip
         try:
             results = pool.map(_read_chunk, range(len(starts)), starts,
                                [min(s + CHUNK_RECORDS, n) for s in starts])  # fmt: skip

@@ -77,6 +77,43 @@ def test_killed_build_leaves_nothing_a_later_run_uses(tmp_path: Path) -> None:
     assert [p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")] == [key]
 
 
+def _build_many(cache_dir: str, n: int, delay: float) -> None:
+    build_or_open(cache_dir, SPEC, _meta(n), SlowReader(delay), _identity)  # 4 chunks of 64
+
+
+def _children(pid: int) -> set[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_killed_parallel_build_leaves_no_worker_alive(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ECGX_BUILD_WORKERS", "2")  # forked workers even for a small set
+    cache_dir = tmp_path / "cache"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_build_many, args=(str(cache_dir), 256, 0.05)
+    )
+    proc.start()
+    deadline = time.monotonic() + 60
+    while len(workers := _children(proc.pid)) < 2 or not any(
+        p.stat().st_size for p in cache_dir.glob(".*.tmp-*/signals.f32")
+    ):
+        assert proc.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.join()
+    time.sleep(5)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
 @pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(compose_train, tmp_path: Path) -> None:
     from ecgx.commands.train import train
