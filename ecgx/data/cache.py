@@ -277,6 +277,7 @@ def build_or_open(
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(spec)
     final = cache_dir / key
+    _clear_dead_builds(cache_dir, key)
     with FileLock(str(cache_dir / f"{key}.lock")):
         if rebuild and final.exists():
             shutil.rmtree(final)
@@ -450,6 +451,26 @@ class _Merge:
 
 # The worker's job, set before the pool forks so that it is inherited rather than pickled.
 _JOB: _Job | None = None
+
+
+def _clear_dead_builds(cache_dir: Path, own: str) -> None:
+    """Temporary folders of other keys' builds that were killed (a 40 % build of 20,000
+    records is ~2 GB): a folder whose key's lock can be taken at once has no live builder."""
+    for tmp in cache_dir.glob(".*.tmp-*"):
+        key = tmp.name[1:].split(".tmp-")[0]
+        if key == own:
+            continue  # cleared under our own lock below
+        lock = FileLock(str(cache_dir / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except TimeoutError:
+            continue  # being built right now
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.info("removed %s, left by a killed cache build", tmp.name)
+        finally:
+            lock.release()
 
 
 def _die_with_parent(parent: int) -> None:

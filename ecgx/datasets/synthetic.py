@@ -20,6 +20,7 @@ carry labels that do not match their signal. A small CNN can learn the set, but 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import uuid
@@ -29,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from scipy.signal import resample_poly
+
+log = logging.getLogger(__name__)
 
 LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
@@ -321,21 +325,37 @@ def generate_ptbxl_like(
         raise ValueError(f"n_records must be at least 1, got {n_records}")
     if _is_finished(root):
         return root
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(
-            f"{root} exists but holds no {DATABASE_CSV}; refusing to overwrite it "
-            "(delete it to regenerate)"
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        _write_dataset(staging, n_records, seed, rates)
-        _publish(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    # One process generates; concurrent jobs on a fresh root wait and then find it finished.
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if _is_finished(root):
+            return root
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise FileExistsError(
+                f"{root} exists but holds no {DATABASE_CSV}; refusing to overwrite it "
+                "(delete it to regenerate)"
+            )
+        _clear_stale_partials(root)
+        staging = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            _write_dataset(staging, n_records, seed, rates)
+            _publish(staging, root)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def _clear_stale_partials(root: Path) -> None:
+    """Partial sets of writers killed mid-way (a 2,000-record one is ~200 MB). Called with the
+    lock held, so no live writer owns any of them."""
+    stale = list(root.parent.glob(f".{root.name}.partial-*"))
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    if stale:
+        log.info("removed %d partial synthetic set(s) left by killed runs: %s", len(stale),
+                 ", ".join(f.name for f in stale))  # fmt: skip
 
 
 def _check_rates(sampling_rates: Sequence[int]) -> tuple[int, ...]:

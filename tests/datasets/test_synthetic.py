@@ -353,7 +353,8 @@ def test_interrupted_generation_leaves_nothing_at_root(
     with pytest.raises(KeyboardInterrupt):
         generate_ptbxl_like(root, n_records=250, seed=0, sampling_rates=[100])
     assert not root.exists()
-    assert list(tmp_path.iterdir()) == []  # the staging folder is cleaned up too
+    # The staging folder is cleaned up too; only the (empty) lock file of the writers stays.
+    assert [p.name for p in tmp_path.iterdir()] == [".ptbxl.lock"]
 
     monkeypatch.setattr(synthetic, "_write_records", real_write)
     generate_ptbxl_like(root, n_records=250, seed=0, sampling_rates=[100])
@@ -403,3 +404,38 @@ def test_bad_sampling_rates_rejected(tmp_path: Path, rates: list[int]) -> None:
     with pytest.raises(ValueError, match="sampling_rates"):
         generate_ptbxl_like(tmp_path / "x", n_records=10, sampling_rates=rates)
     assert not (tmp_path / "x").exists()
+
+
+def _generate_counting(root: str, log: str) -> None:
+    from ecgx.datasets import synthetic as module
+
+    write = module._write_dataset
+
+    def counted(*args: object) -> None:
+        with open(log, "a") as f:
+            f.write("generated\n")
+        write(*args)
+
+    module._write_dataset = counted
+    module.generate_ptbxl_like(root, n_records=20, seed=0, sampling_rates=[100])
+
+
+def test_concurrent_jobs_generate_once_and_clear_killed_partials(tmp_path: Path, caplog) -> None:
+    import logging
+    import multiprocessing
+
+    root, log = tmp_path / "set", tmp_path / "generated.log"
+    stale = tmp_path / ".set.partial-999999-deadbeef"  # a killed writer's leftovers
+    (stale / "records100").mkdir(parents=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        pool.starmap(_generate_counting, [(str(root), str(log))] * 3)
+    assert log.read_text().split() == ["generated"]  # one generated, two waited
+    assert (root / "ptbxl_database.csv").is_file()
+    assert not list(tmp_path.glob(".set.partial-*"))
+
+    (tmp_path / ".other.partial-1-ab").mkdir()
+    with caplog.at_level(logging.INFO, logger="ecgx.datasets.synthetic"):
+        synthetic.generate_ptbxl_like(tmp_path / "other", n_records=5, sampling_rates=[100])
+    assert not (tmp_path / ".other.partial-1-ab").exists()
+    assert "removed 1 partial synthetic set" in caplog.text

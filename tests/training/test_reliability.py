@@ -77,6 +77,21 @@ def test_killed_build_leaves_nothing_a_later_run_uses(tmp_path: Path) -> None:
     assert [p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")] == [key]
 
 
+def test_next_build_clears_what_killed_builds_of_other_keys_left(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    dead = cache_dir / ".deadbeefdeadbeef.tmp-1a2b3c4d"
+    live = cache_dir / ".cafecafecafecafe.tmp-5e6f7a8b"
+    for folder in (dead, live):
+        (folder / "signals.f32").parent.mkdir()
+        (folder / "signals.f32").write_bytes(b"\0" * 64)
+    with FileLock(str(cache_dir / "cafecafecafecafe.lock")):  # a build of that key is running
+        build_or_open(cache_dir, SPEC, _meta(3), CountingReader(), _identity)
+        assert not dead.exists() and live.exists()
+
+
 def _build_many(cache_dir: str, n: int, delay: float) -> None:
     build_or_open(cache_dir, SPEC, _meta(n), SlowReader(delay), _identity)  # 4 chunks of 64
 
