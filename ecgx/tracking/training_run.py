@@ -107,6 +107,9 @@ class TrackedRun:
                 self._server_lost(err)
                 self.client.set_terminated(self.run_id, "FAILED")
             raise
+        finally:
+            if self.resume is not None:
+                self.resume.release()  # the next job of a multirun process may reuse it
         if self.logger is not None:
             self.client.set_terminated(self.run_id, "FINISHED")
             print(f"\nMLflow run {self.run_id} in experiment '{self.cfg.experiment_name}'.")

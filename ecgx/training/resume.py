@@ -9,6 +9,7 @@ into the same MLflow run and ends with the metrics an uninterrupted run would ha
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
+from ecgx.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class ResumePoint:
     run_id: str | None = None  # the MLflow run to continue
     fit_done: bool = False  # training had finished: only test (``best_path``) is left
     best_path: str = ""
+    lock: Any = None  # held while this job owns the folder
 
     @classmethod
     def find(cls, cfg: DictConfig, key: str, tracking: bool) -> ResumePoint:
@@ -77,6 +81,7 @@ class ResumePoint:
         a fresh run never picks up another run's checkpoints."""
         folder = Path(str(cfg.paths.log_dir)).expanduser() / "checkpoints" / key
         point = cls(folder)
+        point.lock = _own(folder, point.id_file)
         last, id_file = folder / LAST, point.id_file
         if cfg.get("resume"):
             run_id = id_file.read_text().strip() if id_file.is_file() else None
@@ -109,6 +114,11 @@ class ResumePoint:
     def id_file(self) -> Path:
         return self.folder.with_name(self.folder.name + RUN_ID_SUFFIX)
 
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     @property
     def fit_file(self) -> Path:
         return self.folder.with_name(self.folder.name + FIT_DONE_SUFFIX)
@@ -135,6 +145,29 @@ class ResumePoint:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(self.folder)
         callbacks.append(RandomState())
+
+
+def _own(folder: Path, id_file: Path) -> Any:
+    """The folder's lock, or an error naming the job that holds it: two identical jobs would
+    share one checkpoint folder, and the later one's fresh start would empty it under the
+    other. The lock dies with its process, so a killed job never blocks its resume. Ranks a
+    DDP launch re-runs (``LOCAL_RANK`` > 0) belong to the job of rank 0 and take none."""
+    from filelock import FileLock, Timeout
+
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.with_name(folder.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        run_id = id_file.read_text().strip() if id_file.is_file() else ""
+        raise ConfigValueError(
+            f"an identical job is training this config right now{f' (MLflow run {run_id})' if run_id else ''}, "
+            f"in {folder}: wait for it to finish (then skip_finished=true finds its result), "
+            "or change the config (e.g. seed=...)"
+        ) from None
+    return lock
 
 
 def _set_status(tracking_uri: str, run_id: str, status: str) -> None:

@@ -138,3 +138,28 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_result(
     (fresh,) = [r for r in early_runs if r.info.status == "FINISHED"]
     for key in tests:
         assert fresh.data.metrics[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_identical_concurrent_job_is_refused_naming_the_running_one(
+    tmp_path: Path, synthetic_root: Path
+) -> None:
+    # Both would use one checkpoint folder, and the later one's fresh start would empty it.
+    cache = tmp_path / "cache"
+    long = ("trainer.max_epochs=200", "callbacks.early_stopping=null")  # running when 2nd asks
+    first = _start(tmp_path, synthetic_root, cache, *long)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "logs" / "checkpoints").glob("*.mlflow_run_id")):
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no run id after 120 s"
+        time.sleep(0.05)
+    (run_id_file,) = (tmp_path / "logs" / "checkpoints").glob("*.mlflow_run_id")
+    second = _start(tmp_path, synthetic_root, cache, *long)
+    out = second.communicate(timeout=120)[0]
+    assert first.poll() is None  # the two really overlapped
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert second.returncode != 0, out[-3000:]
+    assert "an identical job is training this config right now" in out
+    assert run_id_file.read_text().strip() in out and "Traceback" not in out
+    assert len(_runs(tmp_path)) == 1  # the refused job opened no run
