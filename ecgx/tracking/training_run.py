@@ -59,8 +59,9 @@ class TrackedRun:
     def open(cls, cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> TrackedRun:
         """A multirun job (or any run with ``skip_finished=true``) whose config already
         FINISHED is not trained again, unless ``force=true``: rerunning an interrupted sweep
-        runs only what is missing. Otherwise a new MLflow run, or with ``resume=true`` the
-        crashed one (its params are already logged: MLflow params are write-once)."""
+        runs only what is missing, and continues a killed job's run from its last checkpoint.
+        Otherwise a new MLflow run, or with ``resume=true`` the crashed one (its params are
+        already logged: MLflow params are write-once)."""
         from ecgx.training.preflight import enabled
 
         key = config_hash(cfg)
@@ -68,13 +69,14 @@ class TrackedRun:
             return cls(cfg, ResumePoint.find(cfg, key, tracking=False))
         ctx = hydra_context()
         skip = ctx["sweep_id"] is not None or cfg.get("skip_finished", False)
-        done = finished_run(cfg.tracking_uri, cfg.experiment_name, key) if skip and not cfg.get(
-            "force") else None  # fmt: skip
+        skip = skip and not cfg.get("force")
+        done = finished_run(cfg.tracking_uri, cfg.experiment_name, key) if skip else None
         if done is not None:
             print(f"skipping: config already finished in run {done.info.run_id}")
             return cls(cfg, done=dict(done.data.metrics))
         run_name = cfg.logger.get("run_name") or f"{ctx['choices'].get('model', 'run')}-s{cfg.seed}"
-        resume = ResumePoint.find(cfg, key, tracking=True)
+        # A rerun that skips finished configs continues the killed ones by itself.
+        resume = ResumePoint.find(cfg, key, tracking=True, auto=skip)
         _create_experiment(cfg.tracking_uri, cfg.experiment_name)
         logger = instantiate(cfg.logger, run_name=run_name, **resume.logger_kwargs())
         resume.started(logger)

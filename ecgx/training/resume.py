@@ -76,24 +76,20 @@ class ResumePoint:
     lock: Any = None  # held while this job owns the folder
 
     @classmethod
-    def find(cls, cfg: DictConfig, key: str, tracking: bool) -> ResumePoint:
-        """``key``: the config hash. Without a resumable checkpoint the folder is emptied, so
-        a fresh run never picks up another run's checkpoints."""
+    def find(cls, cfg: DictConfig, key: str, tracking: bool, auto: bool = False) -> ResumePoint:
+        """``key``: the config hash. ``auto``: continue a killed run of this config without
+        ``resume=true`` (a rerun of an interrupted sweep, ``skip_finished=true``). Without a
+        resumable checkpoint the folder is emptied, so a fresh run never picks up another run's
+        checkpoints, and a run its killed job left RUNNING is marked KILLED."""
         folder = Path(str(cfg.paths.log_dir)).expanduser() / "checkpoints" / key
         point = cls(folder)
         point.lock = _own(folder, point.id_file)
         last, id_file = folder / LAST, point.id_file
-        if cfg.get("resume"):
-            run_id = id_file.read_text().strip() if id_file.is_file() else None
-            status = _run_status(cfg.tracking_uri, run_id) if tracking and run_id else None
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        status = _run_status(cfg.tracking_uri, run_id) if tracking and run_id else None
+        if cfg.get("resume") or (auto and status == "RUNNING"):
             if not last.is_file():
-                log.warning("resume=true: no %s in %s, starting from scratch", LAST, folder)
-                if tracking and run_id and status == "RUNNING":
-                    # Killed before its first checkpoint: nothing to continue, and a run left
-                    # RUNNING would never end. The new run replaces it.
-                    _set_status(cfg.tracking_uri, run_id, "KILLED")
-                    log.warning("MLflow run %s (killed before any checkpoint) marked KILLED",
-                                run_id)  # fmt: skip
+                log.warning("resume: no %s in %s, starting from scratch", LAST, folder)
             elif tracking and status in (None, "FINISHED"):
                 log.warning("resume=true: MLflow run %s is %s, starting from scratch", run_id,
                             status or "absent")  # fmt: skip
@@ -104,6 +100,13 @@ class ResumePoint:
                 log.info("resuming from %s (MLflow run %s)", last, point.run_id)
                 print(f"resuming from {last} (MLflow run {point.run_id})")
                 return point
+        if status == "RUNNING" and point.lock is not None:
+            # This job holds the folder's lock, so the one that left the run RUNNING is dead
+            # (killed before its first checkpoint, or rerun without resume): the new run
+            # replaces it, and a RUNNING ghost would never end. (DDP ranks > 0 hold no lock:
+            # the RUNNING run is their rank 0's.)
+            _set_status(cfg.tracking_uri, run_id, "KILLED")
+            log.warning("MLflow run %s, left RUNNING by a killed job, marked KILLED", run_id)
         if folder.exists():
             shutil.rmtree(folder)
         point.fit_file.unlink(missing_ok=True)
