@@ -24,7 +24,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from ecgx.data.datamodule import ECGDataset
 from ecgx.errors import ConfigValueError
 from ecgx.tracking.runs import load_checkpoint, load_run, logged_thresholds, rebuild
 from ecgx.tracking.runs import output_dir as job_output_dir
@@ -63,8 +62,7 @@ class _SplitView(L.LightningDataModule):
         self.data = data
         self.cache = data.cache
         part = "test" if split == "all" else split
-        self.dataset = ECGDataset(data.cache, data.indices[part], data.targets, data.transform,
-                                  train=False)  # fmt: skip
+        self.dataset = data.dataset_of(part, train=False)
 
     def test_dataloader(self) -> DataLoader:
         from ecgx.data.datamodule import collate

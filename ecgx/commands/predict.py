@@ -19,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ecgx.data.extras import from_record
 from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.formats.record import (
     LEADS,
@@ -36,6 +37,7 @@ from ecgx.tracking.runs import (
     logged_thresholds,
 )
 from ecgx.tracking.runs import output_dir as job_output_dir
+from ecgx.training.windows import Windows
 from ecgx.transforms.signal import Resample, TransformPipeline
 
 log = logging.getLogger(__name__)
@@ -137,11 +139,18 @@ def read_file(path: str | Path, fs: float | None = None) -> Record:
 
 
 def _read_wfdb(hea: Path) -> Record:
-    from ecgx.datasets.cinc import CinC, parse_header
+    from ecgx.datasets.cinc import CinC, parse_age, parse_header, parse_sex
 
     header = parse_header(hea)
     if header["file"].lower().endswith(".mat"):
-        return CinC(hea.parent).read(_row(hea))
+        # The header's #Age / #Sex: a model with demographics inputs is fed them.
+        row = _row(hea)
+        row["age"] = parse_age(header["comments"].get("Age"))
+        row["sex"] = parse_sex(header["comments"].get("Sex"))
+        record = CinC(hea.parent).read(row)
+        record.age = None if np.isnan(row["age"]) else float(row["age"])
+        record.sex = None if np.isnan(row["sex"]) else int(row["sex"])
+        return record
     from ecgx.formats.wfdb_format16 import read_record
 
     where = str(hea)
@@ -192,6 +201,17 @@ class RunPipeline:
         leads = self.transform.output_leads(LEADS)
         self.net = build_net(run_cfg, checkpoint, len(leads), len(self.class_names))
         self.fs = float(model_fs) if model_fs else _model_fs(run_cfg, self.transform)
+        windows = run_cfg.module.get("test_windows")
+        self.windows: Windows | None = instantiate(windows) if windows else None
+        # Scored by windows: the record uncropped, as the run's test saw its records.
+        self.view = self.transform.uncropped() if self.windows else self.transform
+        thresholds = (checkpoint.get("ecgx") or {}).get("thresholds")
+        #: thresholds tuned on validation with these weights (saved in the checkpoint)
+        self.thresholds: list[float] | None = None if thresholds is None else list(thresholds)
+
+    def extras(self, record: Record) -> dict[str, torch.Tensor]:
+        """The model's extra inputs from the record's header (e.g. age and sex)."""
+        return {k: torch.from_numpy(v) for k, v in from_record(self.net, record).items()}
 
     def inputs(self, record: Record) -> tuple[np.ndarray, np.ndarray, float]:
         """(model input, the same evaluation view in mV, its rate) of one record: offline
@@ -206,22 +226,27 @@ class RunPipeline:
             )
         # The cache stores float32: the same rounding as the records the model was tested on.
         x = np.asarray(x, dtype=np.float32)
-        view = np.asarray(self.transform.apply_online(x, None), dtype=np.float32)
+        view = np.asarray(self.view.apply_online(x, None), dtype=np.float32)
         if self.transform.normalize is not None:
             x = self.transform.normalize(x)
-        return np.asarray(self.transform.apply_online(x, None), dtype=np.float32), view, fs
+        return np.asarray(self.view.apply_online(x, None), dtype=np.float32), view, fs
 
     @torch.no_grad()
-    def outputs(self, x: np.ndarray) -> np.ndarray:
+    def outputs(self, x: np.ndarray, extras: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """Class probabilities (or regression values) of one prepared input."""
-        logits = self.net(torch.from_numpy(x)[None]).float()
-        if self.task == "multilabel":
-            out = torch.sigmoid(logits)
-        elif self.task == "multiclass":
-            out = torch.softmax(logits, dim=1)
+        if self.windows is not None:
+            out = self.windows.score(self._outputs, torch.from_numpy(x)[None], extras=extras)
         else:
-            out = logits
+            out = self._outputs(torch.from_numpy(x)[None], **(extras or {}))
         return out[0].numpy()
+
+    def _outputs(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x, **extras).float()
+        if self.task == "multilabel":
+            return torch.sigmoid(logits)
+        if self.task == "multiclass":
+            return torch.softmax(logits, dim=1)
+        return logits
 
 
 def _model_fs(run_cfg: DictConfig, transform: TransformPipeline) -> float | None:
@@ -256,7 +281,7 @@ def predict_run(cfg: DictConfig) -> Predictions:
     run_cfg, ckpt_path = load_run(cfg, "predict")
     pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"))
     names = pipeline.class_names
-    thresholds, source = _thresholds(cfg, names)
+    thresholds, source = _thresholds(cfg, names, pipeline.thresholds)
     fs = float(cfg.fs) if cfg.get("fs") else None
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else None
     out = out or job_output_dir("predict") / "predictions.csv"
@@ -269,7 +294,8 @@ def predict_run(cfg: DictConfig) -> Predictions:
         try:
             record = read_file(path, fs)
             x, view, rate = pipeline.inputs(record)
-            probs = pipeline.outputs(x)
+            extras = pipeline.extras(record)
+            probs = pipeline.outputs(x, extras)
         except RecordError as err:
             if on_error == "raise":
                 raise
@@ -285,15 +311,17 @@ def predict_run(cfg: DictConfig) -> Predictions:
         elif pipeline.task == "multiclass":
             row.update({f"label_{n}": int(i == int(np.argmax(probs))) for i, n in enumerate(names)})
         if explainer is not None:
-            row["explanation"] = str(explainer.plot(record.record_id, x, view, rate, probs))
+            row["explanation"] = str(explainer.plot(record.record_id, x, view, rate, probs,
+                                                    extras))  # fmt: skip
         rows.append(row)
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     print(f"\nPredicted {len(table)} of {len(files)} records with {ckpt_path.name}; wrote {out}")
     if pipeline.task == "multilabel":
-        where = ("the run's tuned test/threshold_<class>" if source == "run"
-                 else "0.5 for every class")  # fmt: skip
+        where = {"run": "the run's tuned test/threshold_<class>",
+                 "checkpoint": "tuned on validation, saved in the checkpoint"}.get(
+                     source, f"{source} for every class")  # fmt: skip
         print(f"label_<class> = prob >= threshold, thresholds: {where}")
         log.info("thresholds (%s): %s", source, dict(zip(names, thresholds)))
     if skipped:
@@ -321,13 +349,16 @@ class _RecordExplainer:
         self.out_dir = out_dir / self.name
 
     def plot(self, record_id: str, x: np.ndarray, view: np.ndarray, fs: float,
-             probs: np.ndarray) -> Path:  # fmt: skip
+             probs: np.ndarray, extras: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
         from ecgx.explain import plots
 
         target = int(np.argmax(probs))
-        a = self.method.attribute(torch.from_numpy(x)[None], torch.tensor([target]))[0].numpy()
+        a = self.method.attribute(torch.from_numpy(x)[None], torch.tensor([target]),
+                                  extras=extras)[0].numpy()  # fmt: skip
         name = self.pipeline.class_names[target]
         title = f"{self.name}: record {record_id}, class {name} (p={probs[target]:.2f})"
+        if extras:
+            title += f"; {', '.join(extras)} held fixed"
         # Saturate at the 99.5th percentile, as ecgx explain: a few extreme gradient samples
         # would otherwise leave the rest of the record white.
         vmax = float(np.percentile(np.abs(a), 99.5)) or None
@@ -337,9 +368,11 @@ class _RecordExplainer:
         return plots.save(fig, self.out_dir / f"record_{record_id}.png")
 
 
-def _thresholds(cfg: DictConfig, names: list[str]) -> tuple[list[float], str]:
-    """The run's tuned thresholds when it logged them (``thresholds=auto``), else 0.5; a
-    number for ``thresholds`` uses that one for every class."""
+def _thresholds(
+    cfg: DictConfig, names: list[str], saved: list[float] | None = None
+) -> tuple[list[float], str]:
+    """The run's tuned thresholds when it logged them (``thresholds=auto``), else those saved
+    in the checkpoint, else 0.5; a number for ``thresholds`` uses that one for every class."""
     setting = cfg.get("thresholds", "auto")
     if setting not in (None, "auto"):
         try:
@@ -350,4 +383,6 @@ def _thresholds(cfg: DictConfig, names: list[str]) -> tuple[list[float], str]:
     tuned = logged_thresholds(cfg.tracking_uri, cfg.get("run_id"), names)
     if tuned is not None:
         return tuned, "run"
+    if saved is not None and len(saved) == len(names):
+        return [float(t) for t in saved], "checkpoint"
     return [0.5] * len(names), "0.5"

@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ecgx.evaluation.metrics import print_metrics
 from ecgx.models.classical import FeatureClassifier
@@ -49,6 +49,7 @@ def train(
         datamodule.setup("fit")
         net = instantiate(cfg.model, in_channels=datamodule.num_leads,
                           num_classes=datamodule.num_classes)  # fmt: skip
+        datamodule.add_extra_inputs(net)  # e.g. SE-ResNet18's demographics
         if isinstance(net, FeatureClassifier):
             from ecgx.training.classical import fit_and_test_classical
 
@@ -58,6 +59,8 @@ def train(
             log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
         module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
         module.example_input_array = datamodule.example_input()  # the summary's FLOPs
+        # In every checkpoint: a bare checkpoint rebuilds its run's pipeline (ecgx predict).
+        module.run_config = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if enabled(c)]
         callbacks += list(extra_callbacks or [])
         run.resume.prepare(callbacks)

@@ -35,12 +35,16 @@ class ECGDataset(Dataset):
         targets: np.ndarray,
         transform: TransformPipeline,
         train: bool,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.cache = cache
         self.indices = indices
         self.targets = targets
         self.transform = transform
         self.train = train
+        #: the model's extra inputs per cache row (shared with the DataModule, which fills it
+        #: once the model is known)
+        self.extras = extras if extras is not None else {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -49,20 +53,35 @@ class ECGDataset(Dataset):
         j = int(self.indices[i])
         x = self._sample(self.cache[j], self._rng())
         return {"signal": torch.from_numpy(x), "target": torch.from_numpy(self.targets[j]),
-                "index": j}  # fmt: skip
+                "index": j, **{k: torch.from_numpy(v[j]) for k, v in self.extras.items()}}  # fmt: skip
 
     def __getitems__(self, positions: Sequence[int]) -> Batch | list[dict[str, Any]]:
         rows = self.indices[np.asarray(positions, dtype=np.int64)]
         rng = self._rng()  # one per batch: a generator costs more than a record's transforms
+        extras = {k: torch.from_numpy(v[rows]) for k, v in self.extras.items()}
+        targets = torch.from_numpy(self.targets[rows])
+        index = torch.from_numpy(rows.astype(np.int64, copy=False))
         if len(rows) and self.cache.fixed_length() is not None:
             x = self.transform.apply_batch(self.cache.gather(rows), rng)
-            return Batch(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                         torch.from_numpy(self.targets[rows]),
-                         torch.from_numpy(rows.astype(np.int64, copy=False)))  # fmt: skip
+            return Batch(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), targets,
+                         index, extras)  # fmt: skip
+        signals = [self._sample(self.cache[int(j)], rng) for j in rows]
+        if self.pad_to_longest and signals:
+            # Uncropped test records scored window by window: one batch, zeros after each
+            # record's end, its length beside it (the windows never reach the zeros).
+            lengths = np.array([s.shape[-1] for s in signals])
+            x = np.zeros((len(signals), signals[0].shape[0], lengths.max()), dtype=np.float32)
+            for b, signal in enumerate(signals):
+                x[b, :, : signal.shape[-1]] = signal
+            return Batch(torch.from_numpy(x), targets, index, extras, torch.from_numpy(lengths))
         # Records of varying length: one by one, as default_collate expects them.
-        return [{"signal": torch.from_numpy(self._sample(self.cache[int(j)], rng)),
-                 "target": torch.from_numpy(self.targets[j]), "index": int(j)}
-                for j in rows]  # fmt: skip
+        return [{"signal": torch.from_numpy(x), "target": targets[b], "index": int(index[b]),
+                 **{k: v[b] for k, v in extras.items()}}
+                for b, x in enumerate(signals)]  # fmt: skip
+
+    @property
+    def pad_to_longest(self) -> bool:
+        return getattr(self.transform, "keeps_length", False)
 
     def _rng(self) -> np.random.Generator | None:
         # Seeded from torch's generator, which Lightning seeds per run (and restores on resume)
@@ -81,8 +100,17 @@ class Batch(Sequence):
     through as the batch dict; to any other collate function (``default_collate`` of a plain
     DataLoader) it is the sequence of its samples, which that function stacks again."""
 
-    def __init__(self, signal: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+    def __init__(
+        self,
+        signal: torch.Tensor,
+        target: torch.Tensor,
+        index: torch.Tensor,
+        extras: dict[str, torch.Tensor] | None = None,
+        length: torch.Tensor | None = None,
+    ) -> None:
         self.signal, self.target, self.index = signal, target, index
+        self.extras = extras or {}
+        self.length = length  # samples of each record before padding (uncropped test view)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -90,10 +118,15 @@ class Batch(Sequence):
     def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        return {"signal": self.signal[i], "target": self.target[i], "index": int(self.index[i])}
+        signal = self.signal[i] if self.length is None else self.signal[i, :, : self.length[i]]
+        return {"signal": signal, "target": self.target[i], "index": int(self.index[i]),
+                **{k: v[i] for k, v in self.extras.items()}}  # fmt: skip
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"signal": self.signal, "target": self.target, "index": self.index}
+        out = {"signal": self.signal, "target": self.target, "index": self.index, **self.extras}
+        if self.length is not None:
+            out["length"] = self.length
+        return out
 
 
 def collate(batch: Any) -> Any:
@@ -128,6 +161,7 @@ class ECGDataModule(L.LightningDataModule):
         on_error: str = "raise",
         rebuild_cache: bool = False,
         reject_flat_leads: bool = False,
+        test_windows: Any = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -148,6 +182,11 @@ class ECGDataModule(L.LightningDataModule):
         self.dropped_unlabelled = 0
         self._fitted_state: dict | None = None
         self._datasets: dict[str, ECGDataset] = {}
+        #: the model's extra inputs per cache row (:meth:`add_extra_inputs`)
+        self.extras: dict[str, np.ndarray] = {}
+        self.extras_missing: dict[str, int] = {}
+        # Set with the module's test_windows: test records are scored uncropped.
+        self.test_uncropped = test_windows is not None
 
     # -- building ------------------------------------------------------------------------------
     def cache_spec(self) -> dict:
@@ -201,15 +240,32 @@ class ECGDataModule(L.LightningDataModule):
                 # Streamed in chunks read from the file: memory stays that of one chunk.
                 normalize.fit(cache.stream(self.indices["train"]))
         for name in SPLITS:
-            self._datasets[name] = ECGDataset(
-                cache, self.indices[name], y, self.transform, train=name == "train"
-            )
+            self._datasets[name] = self.dataset_of(name)
         log.info(
             "data: %s, %d classes %s",
             {k: len(v) for k, v in self.indices.items()},
             len(self.class_names),
             self.class_names,
         )
+
+    def dataset_of(self, name: str, train: bool | None = None) -> ECGDataset:
+        """The records of split ``name`` as the model sees them (``train``: augmented; the
+        test split uncropped when the module scores windows)."""
+        train = name == "train" if train is None else train
+        transform = self.transform
+        if name == "test" and self.test_uncropped and not train:
+            transform = transform.uncropped()
+        return ECGDataset(self._open_cache(), self.indices[name], self.targets, transform,
+                          train=train, extras=self.extras)  # fmt: skip
+
+    def add_extra_inputs(self, net: Any) -> None:
+        """Put the extra inputs ``net`` takes (e.g. SE-ResNet18's demographics) into every
+        batch, built from the records' metadata."""
+        from ecgx.data.extras import from_metadata
+
+        values, self.extras_missing = from_metadata(net, self._open_cache().meta)
+        self.extras.clear()
+        self.extras.update(values)
 
     # -- what the model needs to know --------------------------------------------------------
     @property

@@ -170,8 +170,8 @@ class CinC:
                     "record_id": name,
                     # The challenge headers carry no patient id: each record stands alone.
                     "patient_id": name,
-                    "age": _age(comments.get("Age")),
-                    "sex": _sex(comments.get("Sex")),
+                    "age": parse_age(comments.get("Age")),
+                    "sex": parse_sex(comments.get("Sex")),
                     "labels": {code: 1.0 for code in parse_dx(comments.get("Dx", ""))},
                     "path": rel.as_posix(),
                     "source": source_of(name),
@@ -334,7 +334,7 @@ def _load_val(mat: Path, n_sig: int, n_samples: int) -> np.ndarray:
     return val
 
 
-def _age(text: str | None) -> float:
+def parse_age(text: str | None) -> float:
     # Headers write unknown ages as "NaN", "Unknown" or a negative number.
     try:
         age = float(text) if text is not None else math.nan
@@ -343,6 +343,6 @@ def _age(text: str | None) -> float:
     return age if math.isfinite(age) and age >= 0 else math.nan
 
 
-def _sex(text: str | None) -> float:
+def parse_sex(text: str | None) -> float:
     value = (text or "").strip().lower()
     return {"male": 0.0, "m": 0.0, "female": 1.0, "f": 1.0}.get(value, math.nan)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -89,6 +91,22 @@ def _targets(target: Target, n: int) -> torch.Tensor:
     return t.expand(n).clone() if t.ndim == 0 else t
 
 
+@contextmanager
+def _held_fixed(model: nn.Module, extras: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Every forward of ``model`` gets ``extras`` (one record's, (1, d)) by keyword, expanded to
+    the batch it is called with."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        n = args[0].shape[0]
+        return args, {**kwargs, **{k: v.expand(n, *v.shape[1:]) for k, v in extras.items()}}
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class Method:
     """Base class: chunking, eval mode and the target layer; subclasses write ``_attribute``.
 
@@ -121,7 +139,22 @@ class Method:
     def check(self, inputs: torch.Tensor) -> None:
         """Raise :class:`UnsupportedModelError` when the method is not valid for the model."""
 
-    def attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: Target,
+        extras: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attributions of ``inputs`` (the signal) for ``target``. ``extras``: the model's other
+        inputs (e.g. demographics, (records, d)), held fixed at each record's own values."""
+        if extras:
+            # One record at a time, its extras broadcast to whatever batch captum builds from it
+            # (IG steps, SHAP samples, occlusion masks expand it in different orders).
+            rows = []
+            for i in range(len(inputs)):
+                with _held_fixed(self.model, {k: v[i : i + 1] for k, v in extras.items()}):
+                    rows.append(self.attribute(inputs[i : i + 1], _targets(target, len(inputs))[i]))
+            return torch.cat(rows)
         if not self._checked:
             self.check(inputs)
             self._checked = True

@@ -152,14 +152,17 @@ def explain(
     name = node.get("name") or type(method).__name__.lower()
     rows = _rows(datamodule, node)
     x, raw = _inputs(datamodule, rows)
+    # The model's other inputs (e.g. demographics), held at each record's own values.
+    extras = {k: torch.from_numpy(v[rows]) for k, v in getattr(datamodule, "extras", {}).items()}
     if method.needs_background:
         method.set_background(_background(datamodule, int(node.get("background", 32)), seed))
-    probs = _probabilities(net, x, task)
+    probs = _probabilities(net, x, task, extras)
     truth = torch.from_numpy(datamodule.targets[rows])
     names = list(datamodule.class_names)
     targets = pick_targets(probs, truth, str(node.get("target", "predicted")), names)
     ids = datamodule.cache.meta["record_id"].iloc[rows].astype(str).tolist()
-    result, batch = _attribute(method, name, ids, x, targets, out_dir)
+    result, batch = _attribute(method, name, ids, x, targets, out_dir, extras)
+    held = f"; {', '.join(extras)} held fixed" if extras else ""
 
     a = result.attributions
     chart = _chart_transform(datamodule)
@@ -170,7 +173,7 @@ def explain(
     if is_signal:
         # The class explained in each title, with the model's confidence in it.
         titles = [f"{name}: record {ids[k]}, class {names[targets[k]]} "
-                  f"(p={probs[k, targets[k]]:.2f})" for k in range(n_plots)]  # fmt: skip
+                  f"(p={probs[k, targets[k]]:.2f}){held}" for k in range(n_plots)]  # fmt: skip
         layout = str(node.get("layout", "12x1"))
         _plot_records(result, raw, fs, leads, titles, method.signed, layout, out_dir)
     a_leads = a
@@ -186,16 +189,27 @@ def explain(
     if is_signal and node.get("glocal", True):
         masks = _segment_masks(node, ids, raw, fs)
         result.metrics.update(_glocal(a, masks, leads, name, out_dir, result.files))
-    if node.get("faithfulness", True):
+    if extras and node.get("faithfulness", True):
+        # Their perturbed batches mix records, which the held extras cannot follow.
+        log.warning("faithfulness scores skipped: the model also takes %s", ", ".join(extras))
+    elif node.get("faithfulness", True):
         _deletion_insertion(result, node, net, batch, task, seed, out_dir)
-    if node.get("faithfulness", True) and int(node.get("sensitivity_records", 8)) > 0:
+    if (
+        not extras
+        and node.get("faithfulness", True)
+        and int(node.get("sensitivity_records", 8)) > 0
+    ):
         _robustness(result, node, net, method, batch, task, seed)
     return result
 
 
-def _probabilities(net: nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
+def _probabilities(
+    net: nn.Module, x: torch.Tensor, task: str, extras: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    extras = extras or {}
     with torch.no_grad():
-        logits = torch.cat([net(x[i : i + 64]) for i in range(0, len(x), 64)])
+        logits = torch.cat([net(x[i : i + 64], **{k: v[i : i + 64] for k, v in extras.items()})
+                            for i in range(0, len(x), 64)])  # fmt: skip
     return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
 
 
@@ -206,10 +220,11 @@ def _attribute(
     x: torch.Tensor,
     targets: torch.Tensor,
     out_dir: Path,
+    extras: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Explanation, _Attributed]:
     """Run the explainer (timed) and keep its attributions in ``attributions.npz``."""
     start = time.perf_counter()
-    attributions = method.attribute(x, targets)
+    attributions = method.attribute(x, targets, extras=extras)
     seconds = time.perf_counter() - start
     a = attributions.numpy()
     result = Explanation(name, ids, targets.numpy(), a)

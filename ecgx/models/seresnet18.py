@@ -21,7 +21,6 @@ averaged over overlapping 4096-sample windows, window 0 being the whole signal.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -36,6 +35,7 @@ from ecgx.models.layers import (
     resnet_stem1d,
 )
 from ecgx.models.weights import checked_copy
+from ecgx.training.windows import ChallengeWindows
 
 __all__ = [
     "SEBasicBlock1d",
@@ -73,23 +73,9 @@ class SEBasicBlock1d(BasicBlock1d):
 
 
 def sliding_windows(length: int, window: int = 4096, overlap: int = 256) -> list[tuple[int, int]]:
-    """The original's evaluation windows as (start, stop) sample ranges over a record of ``length``.
-
-    With P = ceil((L − window) / (window − overlap)) + 1 and stride = int((L − window) / (P − 1)):
-    window 0 is the *whole* signal (the original's quirk, kept), windows 1 … P−2 start at
-    i·stride, and the last is [L − window, L). A record no longer than ``window`` is one window,
-    the whole signal (the caller zero-pads it, as the original's ValClip does).
-    """
-    if window <= overlap or window < 1:
-        raise ValueError(f"sliding_windows: need window > overlap >= 0, got {window}, {overlap}")
-    if length <= window:
-        return [(0, length)]
-    count = math.ceil((length - window) / (window - overlap)) + 1
-    stride = int((length - window) / (count - 1))
-    spans = [(0, length)]
-    spans += [(i * stride, i * stride + window) for i in range(1, count - 1)]
-    spans.append((length - window, length))
-    return spans
+    """The original's evaluation windows as (start, stop) sample ranges over a record of
+    ``length`` (window 0 the whole signal): :class:`ecgx.training.windows.ChallengeWindows`."""
+    return ChallengeWindows(window, overlap).spans(length)
 
 
 class SEResNet18(ECGModel):
@@ -221,16 +207,10 @@ class SEResNet18(ECGModel):
         (:func:`sliding_windows`) of full-length records; shorter records are zero-padded at the
         end to ``window`` (the original's ValClip) and scored once. Returns probabilities, not
         logits, because the original averages after the sigmoid."""
-        length = x.shape[-1]
-        if length < window:
-            x = nn.functional.pad(x, (0, window - length))
-            length = window
-        spans = sliding_windows(length, window, overlap)
-        probabilities = [
-            torch.sigmoid(self(x[..., start:stop], demographics=demographics))
-            for start, stop in spans
-        ]
-        return torch.stack(probabilities).mean(dim=0)
+        extras = {"demographics": demographics} if demographics is not None else None
+        return ChallengeWindows(window, overlap).score(
+            lambda w, **e: torch.sigmoid(self(w, **e)), x, extras=extras
+        )
 
 
 def load_original_state_dict(model: SEResNet18, state_dict: Mapping[str, torch.Tensor]) -> None:

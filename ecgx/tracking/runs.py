@@ -34,7 +34,10 @@ MOVED_MODULES = {
 
 def load_config(path: str | Path) -> DictConfig:
     """A run's logged ``config.yaml``, its ``_target_`` paths brought up to the current layout."""
-    text = Path(path).read_text()
+    return _config_from_text(Path(path).read_text())
+
+
+def _config_from_text(text: str) -> DictConfig:
     for old, new in MOVED_MODULES.items():
         text = re.sub(rf"(_target_: *){re.escape(old)}", rf"\g<1>{new}", text)
     cfg = OmegaConf.create(text)
@@ -61,7 +64,19 @@ def load_run(cfg: DictConfig, command: str = "explain") -> tuple[DictConfig, Pat
         if not config.is_file():
             raise MissingPathError(f"config={config}: not a file")
         return load_config(config), resolve_checkpoint(str(cfg.checkpoint), cfg.tracking_uri)
-    raise ConfigValueError(f"ecgx {command} needs run_id=<MLflow run> or checkpoint=... config=...")
+    if cfg.get("checkpoint"):
+        # A bare checkpoint: ecgx train saves the run's config in every checkpoint.
+        path = resolve_checkpoint(str(cfg.checkpoint), cfg.tracking_uri)
+        text = (load_checkpoint(path).get("ecgx") or {}).get("config")
+        if not text:
+            raise ConfigValueError(
+                f"checkpoint={path} holds no run config (saved before ecgx kept it there): "
+                "give config=<the run's config.yaml> too"
+            )
+        return _config_from_text(text), path
+    raise ConfigValueError(
+        f"ecgx {command} needs run_id=<MLflow run> or checkpoint=[... config=...]"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -115,6 +130,7 @@ def rebuild(
             f"  run:  {trained}\n  data: {list(datamodule.class_names)}"
         )
     net = build_net(run_cfg, checkpoint, datamodule.num_leads, datamodule.num_classes)
+    datamodule.add_extra_inputs(net)
     return datamodule, net
 
 

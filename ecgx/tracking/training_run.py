@@ -161,6 +161,8 @@ class TrackedRun:
         sizes["data/n_unlabelled_dropped"] = datamodule.dropped_unlabelled
         sizes["data/n_skipped"] = len(datamodule.cache.skipped)
         sizes["data/classes"] = ",".join(datamodule.class_names)
+        for field, count in datamodule.extras_missing.items():  # the model's extra inputs
+            sizes[f"data/n_missing_{field}"] = count
         self.logger.log_hyperparams(sizes)
         with tempfile.TemporaryDirectory() as tmp:
             splits = Path(tmp) / "splits.csv"

@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 
+from ecgx.data.extras import wanted
 from ecgx.errors import ConfigValueError
 from ecgx.evaluation.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.base import head_parameter_names
+from ecgx.training.windows import Windows
 
 TASKS = ("multilabel", "multiclass", "regression")
 
@@ -46,6 +48,7 @@ class ECGClassifier(L.LightningModule):
         tune_thresholds: bool = True,
         bootstrap_resamples: int = 200,
         challenge_edition: int | None = None,
+        test_windows: Windows | None = None,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -70,13 +73,24 @@ class ECGClassifier(L.LightningModule):
         self.tune_thresholds = tune_thresholds
         self.bootstrap_resamples = int(bootstrap_resamples)
         self.challenge_edition = challenge_edition
+        #: test-time aggregation: test records scored window by window (None: as validated)
+        self.test_windows = test_windows
         #: per-class thresholds tuned on validation for the weights being tested
         self.thresholds: np.ndarray | None = None
+        #: thresholds tuned on the last validation epoch: saved with the checkpoint of those
+        #: weights, so a bare checkpoint labels records as the run's test did
+        self.val_thresholds: np.ndarray | None = None
+        #: the run's composed config (YAML), saved with every checkpoint: set by ``ecgx train``
+        self.run_config: str | None = None
         #: (probabilities, targets, cache row of each record) of the last test epoch
         self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        return self.net(x, **extras)
+
+    def extras(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's inputs besides the signal that the model takes (by keyword)."""
+        return {k: batch[k] for k in wanted(self.net) if k in batch}
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities (classification) or values (regression) from the model's logits."""
@@ -88,20 +102,35 @@ class ECGClassifier(L.LightningModule):
         return logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["signal"])
+        logits = self(batch["signal"], **self.extras(batch))
         loss = self.loss_fn(logits, batch["target"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(logits))  # fmt: skip
         return loss
 
     def _eval_step(self, stage: str, batch: dict) -> None:
-        logits = self(batch["signal"])
-        loss = self.loss_fn(logits, batch["target"])
+        extras = self.extras(batch)
+        if stage == "test" and self.test_windows is not None:
+            probs = self.test_windows.score(lambda w, **e: self.outputs(self(w, **e)),
+                                            batch["signal"], batch.get("length"), extras)  # fmt: skip
+            loss = self._loss_of_outputs(probs, batch["target"])
+        else:
+            logits = self(batch["signal"], **extras)
+            loss, probs = self.loss_fn(logits, batch["target"]), self.outputs(logits)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
-                 batch_size=len(logits))  # fmt: skip
-        self.preds[stage].update(self.outputs(logits))
+                 batch_size=len(probs))  # fmt: skip
+        self.preds[stage].update(probs)
         self.targets[stage].update(batch["target"])
         self.record_index[stage].update(batch["index"])
+
+    def _loss_of_outputs(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The task's loss from aggregated outputs (windows reduce probabilities, not logits)."""
+        if self.task == "regression":
+            return nn.functional.mse_loss(out, target)
+        p = out.clamp(1e-7, 1 - 1e-7)
+        if self.task == "multiclass":
+            return nn.functional.nll_loss(p.log(), target.argmax(dim=1))
+        return nn.functional.binary_cross_entropy(p, target.to(p.dtype))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -129,6 +158,19 @@ class ECGClassifier(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
             self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
+        elif self.task == "multilabel" and self.tune_thresholds:
+            self.val_thresholds = tune_thresholds(targets.cpu().numpy(), probs.cpu().numpy())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain lists and strings: checkpoints load with weights_only=True.
+        checkpoint["ecgx"] = {
+            "thresholds": None if self.val_thresholds is None else self.val_thresholds.tolist(),
+            "config": self.run_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        thresholds = (checkpoint.get("ecgx") or {}).get("thresholds")
+        self.val_thresholds = None if thresholds is None else np.asarray(thresholds)
 
     def on_test_start(self) -> None:
         """Tune per-class thresholds on the validation split with the weights under test.
@@ -144,7 +186,8 @@ class ECGClassifier(L.LightningModule):
         probs, targets = [], []
         with torch.no_grad():
             for batch in datamodule.val_dataloader():
-                probs.append(self.outputs(self(batch["signal"].to(self.device))).cpu())
+                extras = {k: v.to(self.device) for k, v in self.extras(batch).items()}
+                probs.append(self.outputs(self(batch["signal"].to(self.device), **extras)).cpu())
                 targets.append(batch["target"])
         if probs:
             self.thresholds = tune_thresholds(torch.cat(targets).numpy(),

@@ -302,6 +302,10 @@ class OnlineTransform(_Settings):
         """A batch in evaluation (only for subclasses with ``eval``)."""
         return np.stack([self.eval(record) for record in x])  # type: ignore[attr-defined]
 
+    #: it cuts or pads records to a length (a crop, a clip): left out of the uncropped view
+    #: that windowed scoring uses (``module.test_windows``)
+    resizes: bool = False
+
     def selects(self, length: int | None) -> bool:
         """True when, given records of ``length`` samples, it only picks samples of the input
         (a crop): a pointwise per-lead map such as the fitted normaliser then commutes with it."""
@@ -314,6 +318,8 @@ class OnlineTransform(_Settings):
 
 class RandomCrop(OnlineTransform):
     """A random window of ``length`` samples in training; the centre window in evaluation."""
+
+    resizes = True
 
     def __init__(self, length: int = 250) -> None:
         self.length = int(length)
@@ -385,6 +391,8 @@ class RandomClip(OnlineTransform):
     (batch 1 at full length); batches need one length, so a longer record keeps its start.
     """
 
+    resizes = True
+
     def __init__(self, length: int = 4096) -> None:
         self.length = int(length)
 
@@ -427,6 +435,8 @@ class CropOrPad(OnlineTransform):
     Online rather than offline when augmentations must see the whole record first, as in the
     CPSC2018 seed: scale and offset, then the last 15,000 samples (``align="right"``).
     """
+
+    resizes = True
 
     def __init__(self, length: int = 15000, align: str = "right") -> None:
         if align not in ("left", "right", "center"):
@@ -574,6 +584,17 @@ class TransformPipeline:
         self.offline = list(offline)
         self.normalize = normalize
         self.online = list(online)
+
+    #: the uncropped view (:meth:`uncropped`): records keep their own lengths
+    keeps_length: bool = False
+
+    def uncropped(self) -> TransformPipeline:
+        """The same pipeline without the online transforms that cut or pad records (the
+        normaliser is shared, so its fitted state is too): test records scored by windows."""
+        view = TransformPipeline(self.offline, self.normalize,
+                                 [t for t in self.online if not t.resizes])  # fmt: skip
+        view.keeps_length = True
+        return view
 
     def offline_spec(self) -> list[dict]:
         return [t.spec() for t in self.offline]
