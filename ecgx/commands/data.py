@@ -26,9 +26,16 @@ def main(argv: list[str]) -> None:
     down.add_argument("--base-url", default=PHYSIONET, help="a PhysioNet mirror")
     down.add_argument("--jobs", type=int, default=4)
 
-    insp = sub.add_parser("inspect", help="records and labels per split of a data config")
-    insp.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset=ptbxl")
-    insp.add_argument("--output", help="write the label matrix with record ids to this CSV")
+    insp = sub.add_parser(
+        "inspect",
+        help="records and labels per split of a data config; or, given record files or "
+        "folders, what each file holds (format, rate, leads, duration, mV range, metadata)",
+    )
+    insp.add_argument(
+        "overrides", nargs="*", help="config overrides (dataset=ptbxl) or record files/folders"
+    )
+    insp.add_argument("--output", help="write the label matrix (or the file table) to this CSV")
+    insp.add_argument("--fs", type=float, help="rate of files that carry none (.npy, .csv, .h5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -43,6 +50,17 @@ def main(argv: list[str]) -> None:
 
             report = download(args.name, args.data_dir, args.base_url, args.jobs)
             print(f"{args.name}: {report} in {args.data_dir}/{SOURCES[args.name].folder}")
+        elif (
+            args.command == "inspect"
+            and args.overrides
+            and all("=" not in arg for arg in args.overrides)
+        ):
+            from ecgx.formats.summary import describe
+
+            table = describe(args.overrides, args.fs)
+            if args.output:
+                table.to_csv(args.output, index=False)
+            print(table.to_string(index=False))
         elif args.command == "inspect":
             from ecgx.datasets.inspect import inspect
 

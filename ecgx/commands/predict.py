@@ -20,15 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ecgx.data.extras import from_record
-from ecgx.errors import ConfigValueError, MissingPathError
-from ecgx.formats.record import (
-    LEADS,
-    Record,
-    RecordError,
-    canonical_leads,
-    check_signal,
-    reorder_leads,
-)
+from ecgx.errors import ConfigValueError
+from ecgx.formats.files import find_records, read_record
+from ecgx.formats.record import LEADS, Record, RecordError, canonical_record
 from ecgx.tracking.runs import (
     build_net,
     datamodule_state,
@@ -41,18 +35,6 @@ from ecgx.training.windows import Windows
 from ecgx.transforms.signal import Resample, TransformPipeline
 
 log = logging.getLogger(__name__)
-
-#: file endings read as one record each (``.dat`` belongs to its ``.hea``)
-SUFFIXES = (".hea", ".mat", ".csv", ".h5", ".hdf5", ".npy")
-FORMATS = (
-    "WFDB (.hea with .dat, or CinC .hea with .mat), CPSC 2018 .mat, Chapman-Shaoxing .csv, "
-    "SPH .h5/.hdf5, or NumPy .npy (leads x samples, mV)"
-)
-# Tables that sit next to records in the published layouts; a folder scan leaves them out.
-_TABLES = {"reference.csv", "metadata.csv", "ptbxl_database.csv", "scp_statements.csv",
-           "diagnostics.csv", "dx_mapping_scored.csv", "dx_mapping_unscored.csv",
-           "weights.csv", "weights_abbreviations.csv"}  # fmt: skip
-DEFAULT_FS = 500.0  # CPSC 2018, Chapman-Shaoxing and SPH files carry no rate; all are 500 Hz
 
 
 @dataclass
@@ -67,117 +49,10 @@ class Predictions:
 
 
 # -- reading one file -------------------------------------------------------------------------
-def find_records(path: Path) -> list[Path]:
-    """The record files of ``path``: the file itself, or every record file under a folder."""
-    if path.is_file():
-        if path.suffix.lower() not in SUFFIXES:
-            raise RecordError(f"input={path}: not a supported record file; ecgx predict reads "
-                              f"{FORMATS}")  # fmt: skip
-        return [path]
-    if not path.is_dir():
-        raise MissingPathError(f"input={path}: no such file or folder")
-    files = []
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.startswith(".") or p.suffix.lower() not in SUFFIXES:
-            continue
-        if p.suffix.lower() == ".mat" and p.with_suffix(".hea").is_file():
-            continue  # the signal file of a CinC header record, read through its header
-        if p.suffix.lower() == ".csv" and p.name.lower() in _TABLES:
-            continue
-        files.append(p)
-    if not files:
-        raise MissingPathError(f"input={path}: no record files in it; ecgx predict reads {FORMATS}")
-    return files
-
-
-def _row(path: Path) -> pd.Series:
-    # The readers take a metadata row; a lone file has no labels or demographics.
-    return pd.Series({"record_id": path.stem, "path": path.name, "patient_id": "",
-                      "age": np.nan, "sex": np.nan, "labels": {}, "n_samples": None})  # fmt: skip
-
-
 def read_file(path: str | Path, fs: float | None = None) -> Record:
-    """One record file in any supported format as (12, samples) float32 mV, canonical leads.
-
-    WFDB (``.hea`` with a ``.dat`` or, CinC style, ``.mat`` signal file) carries its rate;
-    CPSC 2018 ``.mat``, Chapman ``.csv`` and SPH ``.h5`` are read at ``fs`` (default 500 Hz);
-    ``.npy`` (leads × samples, mV, canonical lead order) needs ``fs``. RecordError naming the
-    file for anything else.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".mat" and path.with_suffix(".hea").is_file():
-            path, suffix = path.with_suffix(".hea"), ".hea"
-        if suffix == ".hea":
-            record = _read_wfdb(path)
-        elif suffix == ".mat":
-            from ecgx.datasets.cpsc2018 import CPSC2018
-
-            record = CPSC2018(path.parent, fs=fs or DEFAULT_FS).read(_row(path))
-        elif suffix == ".csv":
-            from ecgx.datasets.chapman import ChapmanShaoxing
-
-            # No quality filter: it is the vision seed's training-set rule, not a read check.
-            record = ChapmanShaoxing(path.parent, quality_filter=False).read(_row(path))
-        elif suffix in (".h5", ".hdf5"):
-            from ecgx.datasets.sph import SPH
-
-            record = SPH(path.parent).read(_row(path))
-        elif suffix == ".npy":
-            record = _read_npy(path, fs)
-        else:
-            raise RecordError(f"{path}: not a supported record file; ecgx predict reads {FORMATS}")
-    except RecordError:
-        raise
-    except Exception as err:  # a reader meeting something it never expected: still name the file
-        raise RecordError(f"{path}: unreadable ({type(err).__name__}: {err})") from err
-    if fs and suffix in (".csv", ".h5", ".hdf5"):
-        record.fs = float(fs)  # these readers fix 500 Hz; a user's file may differ
-    record.extra["file"] = str(path)
-    return record
-
-
-def _read_wfdb(hea: Path) -> Record:
-    from ecgx.datasets.cinc import CinC, parse_age, parse_header, parse_sex
-
-    header = parse_header(hea)
-    if header["file"].lower().endswith(".mat"):
-        # The header's #Age / #Sex: a model with demographics inputs is fed them.
-        row = _row(hea)
-        row["age"] = parse_age(header["comments"].get("Age"))
-        row["sex"] = parse_sex(header["comments"].get("Sex"))
-        record = CinC(hea.parent).read(row)
-        record.age = None if np.isnan(row["age"]) else float(row["age"])
-        record.sex = None if np.isnan(row["sex"]) else int(row["sex"])
-        return record
-    from ecgx.formats.wfdb_format16 import read_record
-
-    where = str(hea)
-    signal, fs, names = read_record(hea.with_suffix(""))
-    check_signal(signal, where)
-    leads = canonical_leads(names, where)
-    return Record(record_id=hea.stem, signal=reorder_leads(signal, leads, LEADS, where),
-                  fs=float(fs), leads=LEADS)  # fmt: skip
-
-
-def _read_npy(path: Path, fs: float | None) -> Record:
-    if not fs:
-        raise RecordError(f"{path}: a .npy file carries no sampling rate: give fs=<Hz>")
-    try:
-        signal = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise RecordError(f"{path}: unreadable .npy ({err})") from err
-    if signal.ndim != 2 or signal.shape[0] != len(LEADS):
-        raise RecordError(
-            f"{path}: expected (12 leads, samples) in canonical order {list(LEADS)}, "
-            f"got shape {signal.shape}"
-        )
-    if signal.dtype.kind not in "iuf":
-        raise RecordError(f"{path}: not numeric ({signal.dtype})")
-    signal = signal.astype(np.float32)
-    check_signal(signal, str(path))
-    return Record(record_id=path.stem, signal=signal, fs=float(fs), leads=LEADS)
+    """One record file in any format :mod:`ecgx.formats.files` reads, as every model takes it:
+    (12, samples) float32 mV in canonical lead order (limb leads of 8-lead files derived)."""
+    return canonical_record(read_record(path, fs))
 
 
 # -- the run's pipeline -----------------------------------------------------------------------
@@ -302,7 +177,10 @@ def predict_run(cfg: DictConfig) -> Predictions:
             log.warning("skipped: %s", err)
             skipped.append((str(path), str(err)))
             continue
-        row: dict[str, Any] = {"file": str(path), "record_id": record.record_id}
+        row: dict[str, Any] = {"file": str(path), "record_id": record.record_id,
+                               "format": record.format, "fs": record.fs,
+                               "leads": " ".join(record.extra.get("file_leads", record.leads)),
+                               "derived_leads": " ".join(record.extra.get("derived_leads", []))}  # fmt: skip
         classify = pipeline.task != "regression"
         row.update({f"{'prob' if classify else 'pred'}_{n}": float(p)
                     for n, p in zip(names, probs)})  # fmt: skip

@@ -33,6 +33,8 @@ class Record:
     source: str = ""
     labels: dict[str, float] = field(default_factory=dict)  # dataset vocabulary -> likelihood
     extra: dict[str, Any] = field(default_factory=dict)
+    format: str = ""  # the file format it was read from ("MUSE XML", "DICOM", "WFDB", ...)
+    statements: list[str] = field(default_factory=list)  # a machine's or reader's interpretation
 
 
 def canonical_leads(names: list[str] | tuple[str, ...], where: str) -> tuple[str, ...]:
@@ -65,6 +67,50 @@ def canonical_order(
     """Rows of ``signal`` in :data:`LEADS` order, from the file's own lead names (any case);
     a non-standard or missing lead is an error naming the file."""
     return reorder_leads(signal, canonical_leads(names, where), LEADS, where)
+
+
+LIMB_FROM_I_II: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
+
+
+def derive_limb_leads(
+    signal: np.ndarray, leads: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``signal`` with III, aVR, aVL, aVF appended where the file lacks them (8-lead carts store
+    I, II, V1-V6 only): Einthoven III = II - I and Goldberger aVR = -(I + II)/2,
+    aVL = I - II/2, aVF = II - I/2, exact identities of the limb electrodes, not estimates.
+    Leads the file has are never replaced; without I and II nothing is derived."""
+    missing = [lead for lead in LIMB_FROM_I_II if lead not in leads]
+    if not missing or "I" not in leads or "II" not in leads:
+        return signal, leads
+    one, two = signal[leads.index("I")], signal[leads.index("II")]
+    formulas = {"III": two - one, "aVR": -(one + two) / 2, "aVL": one - two / 2,
+                "aVF": two - one / 2}  # fmt: skip
+    rows = np.stack([formulas[lead] for lead in missing]).astype(signal.dtype, copy=False)
+    return np.concatenate([signal, rows]), (*leads, *missing)
+
+
+def canonical_record(record: Record) -> Record:
+    """The record in :data:`LEADS` order, the 12 leads every model takes: limb leads an
+    8-lead file lacks are derived from I and II (named in ``extra["derived_leads"]``), leads
+    beyond the twelve (V7, V3R, a pressure) are left out (``extra["dropped_leads"]``), a lead
+    that cannot be had is an error naming the file. Readers return the leads their file holds;
+    this is the one place that reorders them. ``extra["file_leads"]`` keeps the file's order."""
+    where = str(record.extra.get("file", record.record_id))
+    record.extra.setdefault("file_leads", tuple(record.leads))
+    names = [_CANONICAL.get(name.strip().upper(), name) for name in record.leads]
+    if len(set(names)) != len(names):
+        raise RecordError(f"{where}: a lead appears twice ({list(record.leads)})")
+    leads = tuple(names)
+    signal, full = derive_limb_leads(record.signal, leads)
+    if len(full) > len(leads):
+        derived = [*record.extra.get("derived_leads", []), *full[len(leads) :]]
+        record.extra["derived_leads"] = derived
+    dropped = [name for name in full if name not in LEADS]
+    if dropped:
+        record.extra["dropped_leads"] = dropped
+    record.signal = reorder_leads(signal, full, LEADS, where)
+    record.leads = LEADS
+    return record
 
 
 def flat_leads(signal: np.ndarray, leads: tuple[str, ...]) -> list[str]:

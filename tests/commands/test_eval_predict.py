@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import wfdb
 from mlflow.tracking import MlflowClient
 
 from ecgx.commands.evaluate import evaluate_run
@@ -16,7 +17,7 @@ from ecgx.commands.predict import find_records, predict_run, read_file
 from ecgx.commands.train import train
 from ecgx.data.datamodule import ECGDataset
 from ecgx.errors import ConfigValueError, MissingPathError
-from ecgx.formats.record import RecordError
+from ecgx.formats.record import LEADS, RecordError
 from ecgx.tracking.runs import load_checkpoint, load_run, rebuild
 from tests.conftest import SAMPLES
 
@@ -54,12 +55,12 @@ def test_predict_checks_its_input_before_fetching_the_run(tmp_path: Path, monkey
     monkeypatch.setattr(predict, "load_run", never)
     (tmp_path / "notes.txt").write_text("")
     cfg = OmegaConf.create({"run_id": "0" * 32, "input": str(tmp_path / "notes.txt")})
-    with pytest.raises(RecordError, match=r"notes.txt: not a supported record file; ecgx predict "
+    with pytest.raises(RecordError, match=r"notes.txt: not a supported record file; ecgx "
                        r"reads WFDB \(.hea"):  # fmt: skip
         predict.predict_run(cfg)
     (tmp_path / "empty").mkdir()
     cfg.input = str(tmp_path / "empty")
-    with pytest.raises(MissingPathError, match="no record files in it; ecgx predict reads WFDB"):
+    with pytest.raises(MissingPathError, match="no record files in it; ecgx reads WFDB"):
         predict.predict_run(cfg)
 
 
@@ -198,3 +199,34 @@ def test_predict_matches_the_datamodule_and_reads_real_formats(
     assert sorted(found["record_id"]) == sorted(p.stem for p in real)
     probs = found.filter(like="prob_").to_numpy()
     assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
+
+    # The hospital formats, mixed in one folder (the same trained run): every file predicted,
+    # its format, rate and leads named; a MUSE recording written out as WFDB predicts the same.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    formats = {"muse_xml/EGM_muse-sinus.xml": "MUSE XML", "dicom/pydicom_waveform_ecg.dcm": "DICOM",
+               "dicom/dcm-waveform_test_ecg.dcm": "DICOM", "hl7_aecg/Example_aECG.xml": "HL7 aECG",
+               "scp_ecg/ecgviewer_demo.scp": "SCP-ECG", "edf/contec_0000050.ECG.edf": "EDF"}  # fmt: skip
+    for name in formats:
+        shutil.copy(SAMPLES / name, mixed)
+    muse = read_file(mixed / "EGM_muse-sinus.xml")
+    # Twice MUSE's 4.88 µV step per unit: the derived aVR = -(I + II)/2 is a whole number too.
+    gain = 2 / 0.00488
+    wfdb.wrsamp("muse_as_wfdb", fs=muse.fs, units=["mV"] * 12, sig_name=list(LEADS),
+                d_signal=np.round(muse.signal.astype(np.float64) * gain).astype(np.int16).T,
+                fmt=["16"] * 12, adc_gain=[gain] * 12, baseline=[0] * 12,
+                write_dir=str(mixed))  # fmt: skip
+    table = predict_run(compose_train(f"run_id={run_id}", f"input={mixed}",
+                                      f"output={tmp_path / 'mixed.csv'}", config="predict")).table  # fmt: skip
+    by_name = table.assign(name=table["file"].map(lambda f: Path(f).name)).set_index("name")
+    assert sorted(by_name.index) == sorted([Path(n).name for n in formats] + ["muse_as_wfdb.hea"])
+    for name, fmt in formats.items():
+        assert by_name.loc[Path(name).name, "format"] == fmt, name
+    assert by_name.loc["muse_as_wfdb.hea", "format"] == "WFDB"
+    assert by_name.loc["dcm-waveform_test_ecg.dcm", "fs"] == 240.0
+    assert by_name.loc["ecgviewer_demo.scp", "leads"] == "I II V1 V2 V3 V4 V5 V6"
+    assert by_name.loc["ecgviewer_demo.scp", "derived_leads"] == "III aVR aVL aVF"
+    probs = [c for c in table.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(by_name.loc["muse_as_wfdb.hea", probs].to_numpy(float),
+                               by_name.loc["EGM_muse-sinus.xml", probs].to_numpy(float), atol=1e-5)  # fmt: skip
+    assert np.isfinite(table[probs].to_numpy(float)).all()
