@@ -6,6 +6,8 @@ ecgx explain run_id=<id> [explainer=<name>] [explainer.records=N]
 ecgx eval run_id=<id> [subset=test|val|train|all] [dataset=<name>] [+dataset.<key>=...]
                                   re-test a run's best checkpoint (another dataset too);
                                   metrics + predictions to a child MLflow run
+             [robustness=<default|leads|noise>] [subgroups=default]
+                                  robustness matrix / metrics by subgroup, as child runs
 ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_error=skip]
              [explainer=<name>]   class probabilities and labels of new records
 ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]

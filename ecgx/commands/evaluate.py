@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from ecgx.errors import ConfigValueError
+from ecgx.evaluation.subgroups import SubgroupResult
+from ecgx.robustness.runner import RobustnessResult
 from ecgx.tracking.runs import load_checkpoint, load_run, logged_thresholds, rebuild
 from ecgx.tracking.runs import output_dir as job_output_dir
 
@@ -45,6 +47,8 @@ class EvalResult:
     thresholds: str  # where the tuned thresholds came from: val, run or none
     child_run_id: str | None = None
     class_names: list[str] = field(default_factory=list)
+    robustness: RobustnessResult | None = None  # with robustness=<preset>
+    subgroups: SubgroupResult | None = None  # with subgroups=<preset>
 
 
 def _everything(meta: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -135,6 +139,18 @@ def evaluate_run(cfg: DictConfig) -> EvalResult:
         raise ConfigValueError(f"subset={split}: no records to evaluate")
 
     task = run_cfg.module.task
+    if cfg.get("robustness"):
+        from ecgx.robustness.run import evaluate_robustness
+
+        module = instantiate(run_cfg.module, net=net, class_names=names, compile=False).eval()
+        robust = evaluate_robustness(cfg, run_cfg, datamodule, module, part, split)
+        if not cfg.get("subgroups"):  # the clean row is this split's plain evaluation
+            clean = robust.table.iloc[0]
+            return EvalResult(split, {f"{split}/{robust.metric}": float(clean["perturbed"])},
+                              robust.predictions, robust.predictions_path, "none",
+                              robust.child_run_ids.get("clean"), names, robust)  # fmt: skip
+    else:
+        robust = None
     if mode == "auto":
         # The run's own protocol on its own data; on other records the validation split of
         # the run is the honest source (tuning on evaluated records would flatter them).
@@ -165,17 +181,35 @@ def evaluate_run(cfg: DictConfig) -> EvalResult:
     table.to_csv(out, index=False)
     log.info("evaluated %d records in %.1fs", len(table), time.perf_counter() - started)
 
+    groups, group_metrics, group_files = None, {}, []
+    if cfg.get("subgroups"):
+        from ecgx.evaluation.subgroups import evaluate_subgroups
+
+        meta = datamodule.cache.meta.iloc[rows.numpy()].reset_index(drop=True)
+        groups, group_metrics, group_files = evaluate_subgroups(
+            cfg, task, names, meta, targets.numpy(), probs.numpy(), split
+        )
+
     child = None
     if cfg.get("run_id") and cfg.get("log", True):
         name = f"eval-{split}" + (f"-{_dataset_label(cfg, run_cfg.data.dataset)}" if other else "")
         params = {"eval/subset": split, "eval/thresholds": mode, "eval/n_records": len(table),
                   "eval/checkpoint": ckpt_path.name,
                   "eval/dataset": OmegaConf.to_yaml(run_cfg.data.dataset).strip()[:6000]}  # fmt: skip
-        child = _log_child_run(cfg, name, metrics, params, out, probs, targets, names, task)
+        child = _log_child_run(cfg, name, {**metrics, **group_metrics}, params, out, probs,
+                               targets, names, task, group_files)  # fmt: skip
     _print_metrics(metrics, split, len(table), mode)
+    if groups is not None:
+        from ecgx.evaluation.subgroups import format_subgroups
+
+        print(
+            f"\nSubgroups on {split} (groups under {cfg.subgroups.min_size} records are not "
+            f"scored; 95 % bootstrap intervals):"
+        )
+        print(format_subgroups(groups))
     if child:
         print(f"Logged to MLflow run {child} (child of {cfg.run_id}); predictions: {out}")
-    return EvalResult(split, metrics, table, out, mode, child, names)
+    return EvalResult(split, metrics, table, out, mode, child, names, robust, groups)
 
 
 def predictions_table(
@@ -202,8 +236,10 @@ def _log_child_run(
     targets: torch.Tensor,
     names: list[str],
     task: str,
+    files: list[Path] = (),  # type: ignore[assignment]
 ) -> str:
-    """A child run of ``cfg.run_id`` holding the metrics, predictions and ROC plot."""
+    """A child run of ``cfg.run_id`` holding the metrics, predictions and ROC plot (and
+    ``files``, in ``evaluation/``)."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -223,6 +259,8 @@ def _log_child_run(
             client.log_batch(run_id, metrics=entries[start : start + 500])
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         log_file(client, run_id, predictions, "predictions")
+        for path in files:
+            log_file(client, run_id, path, "evaluation")
         if task != "regression":
             split = params["eval/subset"]
             aurocs = {k.split("/auroc_", 1)[1]: v for k, v in metrics.items() if "/auroc_" in k}

@@ -104,6 +104,38 @@ def test_eval_reproduces_the_test_metrics_in_a_child_run(compose_train, tmp_path
     assert list(table.columns[:3]) == ["record_id", f"prob_{result.class_names[0]}",
                                        f"true_{result.class_names[0]}"]  # fmt: skip
 
+    # The robustness matrix reads the raw records and runs the run's pipeline itself: its clean
+    # row reproduces the run's test AUROC; one child run per row, grouped by compare.
+    robust = evaluate_run(compose_train(f"run_id={run_id}", "robustness=leads",
+                                        "robustness.bootstrap_resamples=10", config="eval"))  # fmt: skip
+    rows = robust.robustness.table.set_index("perturbation")
+    assert rows.loc["clean", "perturbed"] == pytest.approx(trained["test/macro_auroc"], abs=1e-5)
+    assert rows.loc["limb_from_I_II", "drop_abs"] == pytest.approx(0, abs=0.02)
+    assert len(rows) == 9 and (rows["n_records"] == len(result.predictions)).all()
+    runs = client.search_runs([client.get_run(run_id).info.experiment_id],
+                              "tags.`ecgx.robustness` = 'leads'")  # fmt: skip
+    assert {r.data.tags["perturbation"] for r in runs} == set(rows.index)
+    assert all(r.data.tags["mlflow.parentRunId"] == run_id for r in runs)
+    clean_run = robust.robustness.child_run_ids["clean"]
+    assert {a.path for a in client.list_artifacts(clean_run, "robustness")} == {
+        "robustness/robustness_leads_test.csv"}  # fmt: skip
+    from ecgx.tracking.compare import compare_table
+
+    grouped = compare_table(runs, group_by=["perturbation"], metrics=["test/macro_auroc"])
+    assert len(grouped) == 9 and set(grouped["n"]) == {1}
+
+    groups = evaluate_run(compose_train(f"run_id={run_id}", "subgroups=default",
+                                        "subgroups.min_size=5", "subgroups.bootstrap_resamples=10",
+                                        config="eval"))  # fmt: skip
+    table = groups.subgroups.table
+    for column in ("sex", "age", "source"):
+        assert table.loc[table["column"] == column, "n"].sum() == len(groups.predictions)
+    logged = client.get_run(groups.child_run_id).data.metrics
+    assert logged["subgroup/test/source/ptbxl/n"] == len(groups.predictions)
+    assert "subgroup/test/sex/male/macro_auroc" in logged
+    logged = {a.path for a in client.list_artifacts(groups.child_run_id, "evaluation")}
+    assert logged == {"evaluation/subgroups_test.csv", "evaluation/subgroup_gaps_test.csv"}
+
     every = evaluate_run(compose_train(f"run_id={run_id}", "subset=all", config="eval"))
     assert every.thresholds == "run"  # the run's tuned thresholds, not tuned on these records
     assert len(every.predictions) > 200 and "all/macro_auroc" in every.metrics

@@ -1,0 +1,57 @@
+"""One metric of a split as a function of (targets, outputs): what the robustness matrix and
+the subgroup table score and bootstrap, many times over."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from ecgx.errors import ConfigValueError
+from ecgx.evaluation.metrics import evaluate_split, ranking_metrics
+
+#: multi-label metrics computed without the threshold sweeps of :func:`evaluate_split`
+_RANKING = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc")
+#: the metric scored when the config names none (as ECGClassifier's headline)
+DEFAULT_METRIC = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
+
+
+def metric_function(
+    task: str, metric: str, names: list[str]
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``fn(targets, outputs) -> float`` computing ``metric`` as ``ecgx train`` logs it."""
+    if task == "multilabel" and metric in _RANKING:
+        return lambda y, p: float(ranking_metrics(y, p, names)[metric])
+    return lambda y, p: float(evaluate_split(task, p, y, names)[metric])
+
+
+def check_metric(
+    task: str, metric: str, names: list[str], targets: np.ndarray, outputs: np.ndarray, key: str
+) -> None:
+    """ConfigValueError naming ``key`` when ``metric`` is not one :func:`evaluate_split` gives
+    for this task (thresholds are not tuned here, so no ``*_tuned`` metric)."""
+    with quiet_metrics():
+        available = evaluate_split(task, outputs, targets, names)
+    if metric not in available:
+        summary = sorted(k for k in available if not k.startswith(("auroc_", "auprc_", "f1_",
+                                                                   "mae_", "r2_")))  # fmt: skip
+        raise ConfigValueError(f"{key}={metric!r}: not a metric of this {task} run; one of "
+                               f"{summary}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet_metrics() -> Iterator[None]:
+    """Silence the metrics' warnings about a class absent from a resample or a small group:
+    expected in a bootstrap, not news."""
+    logger = logging.getLogger("ecgx.evaluation.metrics")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

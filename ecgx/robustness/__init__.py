@@ -1,0 +1,1 @@
+"""The robustness matrix of ``ecgx eval … robustness=<preset>`` (config group conf/robustness)."""
