@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ecgx.errors import ConfigValueError, MissingPathError
+from ecgx.evaluation.calibration import stored_temperature
 from ecgx.formats.record import (
     LEADS,
     Record,
@@ -176,7 +177,11 @@ class RunPipeline:
     """A finished run's transforms and model, applied to single records."""
 
     def __init__(
-        self, run_cfg: DictConfig, checkpoint: dict[str, Any], model_fs: float | None = None
+        self,
+        run_cfg: DictConfig,
+        checkpoint: dict[str, Any],
+        model_fs: float | None = None,
+        calibrate: bool | None = None,
     ) -> None:
         state = datamodule_state(checkpoint) or {}
         self.class_names: list[str] = list(state.get("class_names") or [])
@@ -192,6 +197,17 @@ class RunPipeline:
         leads = self.transform.output_leads(LEADS)
         self.net = build_net(run_cfg, checkpoint, len(leads), len(self.class_names))
         self.fs = float(model_fs) if model_fs else _model_fs(run_cfg, self.transform)
+        # Temperature scaling as the run tested (module.calibrate), unless told otherwise.
+        wanted = run_cfg.module.get("calibrate", False) if calibrate is None else calibrate
+        self.temperature = None
+        if wanted and self.task != "regression":
+            self.temperature = stored_temperature(checkpoint)
+            if self.temperature is None:
+                raise ConfigValueError(
+                    "calibrate=true: the checkpoint holds no fitted temperature (train with "
+                    "module.calibrate=true, or let `ecgx eval calibrate=true` fit one on the "
+                    "run's validation split)"
+                )
 
     def inputs(self, record: Record) -> tuple[np.ndarray, np.ndarray, float]:
         """(model input, the same evaluation view in mV, its rate) of one record: offline
@@ -215,6 +231,8 @@ class RunPipeline:
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (or regression values) of one prepared input."""
         logits = self.net(torch.from_numpy(x)[None]).float()
+        if self.temperature is not None:
+            logits = logits / self.temperature
         if self.task == "multilabel":
             out = torch.sigmoid(logits)
         elif self.task == "multiclass":
@@ -254,7 +272,8 @@ def predict_run(cfg: DictConfig) -> Predictions:
         raise ConfigValueError(f"on_error must be raise or skip, got {on_error!r}")
     files = find_records(Path(str(cfg.input)).expanduser())
     run_cfg, ckpt_path = load_run(cfg, "predict")
-    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"))
+    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"),
+                           cfg.get("calibrate"))  # fmt: skip
     names = pipeline.class_names
     thresholds, source = _thresholds(cfg, names)
     fs = float(cfg.fs) if cfg.get("fs") else None

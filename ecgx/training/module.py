@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.aggregation import CatMetric
 
 from ecgx.errors import ConfigValueError
+from ecgx.evaluation.calibration import calibration_metrics, check_calibration, fit_temperature
 from ecgx.evaluation.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.base import head_parameter_names
 
@@ -31,6 +32,10 @@ class ECGClassifier(L.LightningModule):
         task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1), ``multiclass`` (one class per
             record: softmax outputs, cross-entropy on the one-hot targets, AUROC one-vs-rest,
             F1, accuracy) or ``regression`` (raw outputs, MSE, MAE/R²; PTB-XL+ amplitudes).
+        calibrate: divide the logits by a temperature fitted on the validation logits (at the
+            end of every validation epoch, so each checkpoint stores the one fitted with its
+            weights, buffer ``temperature``) before sigmoid/softmax, in test, eval and predict.
+        calibration: ``shared`` (one temperature) or ``per_class``.
     """
 
     def __init__(
@@ -46,6 +51,8 @@ class ECGClassifier(L.LightningModule):
         tune_thresholds: bool = True,
         bootstrap_resamples: int = 200,
         challenge_edition: int | None = None,
+        calibrate: bool = False,
+        calibration: str = "shared",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -74,6 +81,15 @@ class ECGClassifier(L.LightningModule):
         self.thresholds: np.ndarray | None = None
         #: (probabilities, targets, cache row of each record) of the last test epoch
         self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.calibrate = bool(calibrate)
+        self.calibration = calibration
+        if self.calibrate:
+            check_calibration(task, calibration)
+        width = len(self.class_names) if calibration == "per_class" and class_names else 1
+        # Buffers, so the fitted temperature travels in every checkpoint with the weights.
+        self.register_buffer("temperature", torch.ones(width))
+        self.register_buffer("temperature_fitted", torch.tensor(False))
+        self.raw_logits = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -81,6 +97,8 @@ class ECGClassifier(L.LightningModule):
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities (classification) or values (regression) from the model's logits."""
         logits = logits.float()
+        if self.calibrate and self.task != "regression":
+            logits = logits / self.temperature
         if self.task == "multilabel":
             return torch.sigmoid(logits)
         if self.task == "multiclass":
@@ -102,6 +120,8 @@ class ECGClassifier(L.LightningModule):
         self.preds[stage].update(self.outputs(logits))
         self.targets[stage].update(batch["target"])
         self.record_index[stage].update(batch["index"])
+        if self.calibrate:
+            self.raw_logits[stage].update(logits.float())
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -129,6 +149,50 @@ class ECGClassifier(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
         if stage == "test":
             self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
+        if self.task != "regression":
+            self._calibration_epoch_end(stage, probs, targets)
+
+    def _calibration_epoch_end(
+        self, stage: str, probs: torch.Tensor, targets: torch.Tensor
+    ) -> None:
+        """Validation: fit the temperature the next checkpoint stores. Test: log ECE, MCE and
+        Brier (and with ``calibrate``, the ECE without it and the temperature)."""
+        logits = self.raw_logits[stage].compute() if self.calibrate else None
+        self.raw_logits[stage].reset()
+        if stage == "val" and logits is not None and self.trainer.state.fn == "fit":
+            self.set_temperature(fit_temperature(logits, targets, self.task, self.calibration))
+        if stage != "test":
+            return
+        args = (self.task, probs.cpu().numpy(), targets.cpu().numpy(), self.class_names)
+        metrics = calibration_metrics(*args)
+        if logits is not None:
+            raw = self.outputs_uncalibrated(logits)
+            metrics["ece_uncalibrated"] = calibration_metrics(self.task, raw.cpu().numpy(),
+                                                              *args[2:])["ece"]  # fmt: skip
+            metrics["temperature"] = float(self.temperature.mean())
+            if len(self.temperature) == len(self.class_names) > 1:
+                metrics.update({f"temperature_{n}": float(t)
+                                for n, t in zip(self.class_names, self.temperature)})  # fmt: skip
+        self.log_dict({f"test/{k}": v for k, v in metrics.items()})
+
+    def outputs_uncalibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        calibrate, self.calibrate = self.calibrate, False
+        try:
+            return self.outputs(logits)
+        finally:
+            self.calibrate = calibrate
+
+    def set_temperature(self, temperature: torch.Tensor) -> None:
+        """Install a fitted temperature (shape (1,) or one per class)."""
+        self.temperature = temperature.to(self.temperature.device, torch.float32).reshape(-1)
+        self.temperature_fitted.fill_(True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before calibration have no temperature: the identity, not fitted.
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("temperature", torch.ones(1))
+        state.setdefault("temperature_fitted", torch.tensor(False))
+        self.temperature = torch.empty_like(state["temperature"])
 
     def on_test_start(self) -> None:
         """Tune per-class thresholds on the validation split with the weights under test.
@@ -139,6 +203,8 @@ class ECGClassifier(L.LightningModule):
         """
         self.thresholds = None
         datamodule = getattr(self.trainer, "datamodule", None)
+        if self.calibrate and not bool(self.temperature_fitted) and datamodule is not None:
+            self._fit_temperature_on(datamodule.val_dataloader())
         if self.task != "multilabel" or not self.tune_thresholds or datamodule is None:
             return
         probs, targets = [], []
@@ -149,6 +215,18 @@ class ECGClassifier(L.LightningModule):
         if probs:
             self.thresholds = tune_thresholds(torch.cat(targets).numpy(),
                                               torch.cat(probs).numpy())  # fmt: skip
+
+    def _fit_temperature_on(self, loader: Any) -> None:
+        """Fit the temperature on validation now: ``ecgx eval`` of a run trained without
+        ``calibrate`` (its checkpoints hold no fitted temperature)."""
+        logits, targets = [], []
+        with torch.no_grad():
+            for batch in loader:
+                logits.append(self(batch["signal"].to(self.device)).float().cpu())
+                targets.append(batch["target"])
+        if logits:
+            self.set_temperature(fit_temperature(torch.cat(logits), torch.cat(targets), self.task,
+                                                 self.calibration))  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
