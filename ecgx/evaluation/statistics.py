@@ -152,34 +152,39 @@ class BootstrapDifference:
     n_resamples: int
 
 
-def paired_bootstrap(
+def bootstrap_draws(n_records: int, n_resamples: int, seed: int = 0) -> np.ndarray:
+    """(n_resamples, n_records) record indices drawn with replacement; one set serves every
+    run compared, which is what makes the bootstrap paired."""
+    return np.random.default_rng(seed).integers(0, n_records, (n_resamples, n_records))
+
+
+def resampled_metric(
     metric: Callable[[np.ndarray, np.ndarray], float],
     targets: np.ndarray,
-    probs_a: Sequence[np.ndarray],
-    probs_b: Sequence[np.ndarray],
-    n_resamples: int = 1000,
-    seed: int = 0,
+    probs: np.ndarray,
+    draws: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """``metric(targets, probs)`` on all records and on each resample of ``draws``."""
+    targets, probs = np.asarray(targets), np.asarray(probs)
+    values = np.array([metric(targets[idx], probs[idx]) for idx in draws], dtype=float)
+    return float(metric(targets, probs)), values
+
+
+def difference_interval(
+    a: Sequence[tuple[float, np.ndarray]],
+    b: Sequence[tuple[float, np.ndarray]],
     alpha: float = 0.05,
 ) -> BootstrapDifference:
-    """Paired bootstrap of mean-over-runs ``metric(targets, probs)`` of ``probs_a`` minus that
-    of ``probs_b``: every run is scored on the same resample of the records, so what the two
-    sides share (hard records, label noise) cancels in the difference.
+    """Mean over runs ``a`` minus mean over runs ``b`` of :func:`resampled_metric` results
+    (all on the same draws): the difference, its percentile interval and p-value.
 
     p-value: the bootstrap distribution shifted to the null (centred on 0), two-sided,
     (1 + #{|Δ* − Δ| ≥ |Δ|}) / (1 + B) — never 0 and exactly 1 for identical predictions.
     Resamples where the metric is undefined (a class without positives) are skipped.
     """
-    targets = np.asarray(targets)
-    n = len(targets)
-
-    def value(idx: np.ndarray | slice) -> float:
-        a = np.mean([metric(targets[idx], p[idx]) for p in probs_a])
-        b = np.mean([metric(targets[idx], p[idx]) for p in probs_b])
-        return float(a - b)
-
-    point = value(slice(None))
-    rng = np.random.default_rng(seed)
-    deltas = np.array([value(rng.integers(0, n, n)) for _ in range(n_resamples)])
+    point = float(np.mean([p for p, _ in a]) - np.mean([p for p, _ in b]))
+    deltas = np.mean([v for _, v in a], axis=0) - np.mean([v for _, v in b], axis=0)
+    n_resamples = len(deltas)
     deltas = deltas[np.isfinite(deltas)]
     if not len(deltas):
         nan = float("nan")
@@ -191,6 +196,25 @@ def paired_bootstrap(
     p = (1 + extreme) / (1 + len(deltas))
     return BootstrapDifference(point, float(low), float(high), float(min(p, 1.0)),
                                len(deltas), n_resamples)  # fmt: skip
+
+
+def paired_bootstrap(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    targets: np.ndarray,
+    probs_a: Sequence[np.ndarray],
+    probs_b: Sequence[np.ndarray],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> BootstrapDifference:
+    """Paired bootstrap of mean-over-runs ``metric(targets, probs)`` of ``probs_a`` minus that
+    of ``probs_b``: every run is scored on the same resample of the records, so what the two
+    sides share (hard records, label noise) cancels in the difference (see
+    :func:`difference_interval` for the interval and p-value)."""
+    draws = bootstrap_draws(len(targets), n_resamples, seed)
+    a = [resampled_metric(metric, targets, p, draws) for p in probs_a]
+    b = [resampled_metric(metric, targets, p, draws) for p in probs_b]
+    return difference_interval(a, b, alpha)
 
 
 # ---------------------------------------------------------------------------------------------

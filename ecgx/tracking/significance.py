@@ -192,13 +192,18 @@ def against_columns(
         return out if column is None else [p[:, [column]] for p in out]
 
     auroc = metric.removeprefix("test/") == "macro_auroc" or column is not None
-    ref_probs = probs(reference)
-    ref_components = [st.auroc_components(targets, p) for p in ref_probs] if auroc else []
+    # Each run is scored once per resample, on draws shared by all: paired, and no run is
+    # scored again for every row it is compared in.
+    draws = st.bootstrap_draws(len(targets), n_resamples, seed)
+    scored = {r.info.run_id: st.resampled_metric(fn, targets, p, draws)
+              for r, p in zip(runs, probs(runs))}  # fmt: skip
+    ref_scored = [scored[r.info.run_id] for r in reference]
+    ref_components = [st.auroc_components(targets, p) for p in probs(reference)] if auroc else []
     ref_ids = {r.info.run_id for r in reference}
     rows: list[dict[str, float]] = []
     for group in group_labels(table):
         members = [r for r in runs if _group_of(r, keys) == group]
-        boot = st.paired_bootstrap(fn, targets, probs(members), ref_probs, n_resamples, seed)
+        boot = st.difference_interval([scored[r.info.run_id] for r in members], ref_scored)
         row = {f"Δ {metric}": boot.difference, "Δ low": boot.low, "Δ high": boot.high,
                "p bootstrap": boot.p_value}  # fmt: skip
         if auroc:
