@@ -31,7 +31,9 @@ HEADLINE = ("test/macro_auroc", "test/fmax_ptbxl", "test/macro_auprc", "test/mac
             "test/accuracy", "test/challenge_score", "test/r2", "test/mae")  # fmt: skip
 #: per-class metrics by prefix, for runs that did not log their class names (data/classes)
 PER_CLASS_PREFIXES = ("auroc_", "auprc_", "f1_tuned_", "threshold_", "f1_")
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error")
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "ece", "mce", "brier")
+#: logged with the test metrics but no score of the model (module.calibrate's fitted value)
+NOT_SCORES = ("temperature",)
 
 
 def compare_error(message: str) -> SystemExit:
@@ -184,7 +186,7 @@ def _classes(run: Any) -> list[str]:
 def _is_summary(run: Any, metric: str) -> bool:
     """Not a per-class metric and not a bootstrap interval bound."""
     name = metric.removeprefix("test/")
-    if "_ci_" in name:
+    if "_ci_" in name or name.startswith(NOT_SCORES):
         return False
     if any(name.endswith(f"_{c}") for c in _classes(run)):
         return False

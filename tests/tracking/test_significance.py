@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from ecgx.commands.compare import main
 from ecgx.evaluation.metrics import ranking_metrics
-from ecgx.tracking.compare import compare_table, search_runs
+from ecgx.tracking.compare import compare_table, default_metrics, lower_is_better, search_runs
 from ecgx.tracking.significance import against_columns
 
 CLASSES = ["NORM", "MI", "STTC"]
@@ -148,3 +148,17 @@ def test_cli_against_and_critical_difference(
     assert "Critical difference" in out.read_text()
     with pytest.raises(SystemExit, match="cd_by=nope: no selected run"):
         main(["experiment=cd", "group_by=model", "cd_by=nope", f"tracking_uri={store}"])
+
+
+def test_calibration_metrics_sort_lower_first_and_temperature_is_no_column() -> None:
+    assert all(lower_is_better(m) for m in ("test/ece", "test/mce", "test/brier",
+                                            "test/ece_uncalibrated"))  # fmt: skip
+    assert not lower_is_better("test/macro_auroc")
+
+    class Run:  # what default_metrics reads of an MLflow run
+        class data:  # noqa: N801
+            params = {"data/classes": "NORM,MI"}
+            metrics = dict.fromkeys(["test/macro_auroc", "test/ece", "test/ece_MI",
+                                     "test/temperature", "test/temperature_MI"], 0.5)  # fmt: skip
+
+    assert default_metrics([Run]) == ["test/macro_auroc", "test/ece"]
