@@ -19,6 +19,13 @@ Options, as ``key=value`` (like ``ecgx train``) or ``--key value``:
   layout=groups|study    study: one row per model (choice/model), columns = the metrics
   sort=metric|group      rows best first by the first metric (default), or in group order
   format=table|markdown|csv|html     output=PATH     digits=4
+  against=GROUP|RUN_ID   compare every row with this group (its key values, joined by " / ")
+                         or run, on the same test records: Δ metric with its 95 % paired
+                         bootstrap interval, p bootstrap, p DeLong (AUROC), p Holm (over rows)
+  against_metric=M       the metric compared (default: the first of metrics)
+  resamples=1000         bootstrap resamples for against=
+  cd_by=KEY              critical difference of the groups over the values of KEY (e.g.
+                         dataset): Friedman test, Nemenyi CD, diagram in the HTML report
   log=true               log the report to a new run ``compare-report`` (tag ecgx.report=true)
   log_to=RUN_ID          log the report's files to an existing run instead
   tracking_uri=URI       default: $MLFLOW_TRACKING_URI or sqlite:///<project>/mlflow.db
@@ -48,6 +55,11 @@ from ecgx.tracking.compare import (
     table_metrics,
 )
 from ecgx.tracking.report import html_report
+from ecgx.tracking.significance import (
+    against_columns,
+    critical_difference_table,
+    format_critical_difference,
+)
 
 
 def _hydra_style(argv: list[str], options: set[str]) -> list[str]:
@@ -112,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--format", choices=["table", "markdown", "csv", "html"], default="table")
     add("--output", help="write the table (or the HTML report) to this file")
     add("--digits", type=int, default=4)
+    add("--against", metavar="GROUP|RUN_ID",
+        help="compare every group with this group or run (Δ, bootstrap CI, p-values)")  # fmt: skip
+    add("--against-metric", help="metric for against= (default: the first metric)")
+    add("--resamples", type=int, default=1000, help="bootstrap resamples for against=")
+    add("--cd-by", metavar="KEY", help="critical difference of the groups over KEY's values")
     add("--log", nargs="?", const="true", default="false",
         help="log the report to a new MLflow run 'compare-report'")  # fmt: skip
     add("--log-to", metavar="RUN_ID", help="log the report's files to this MLflow run")
@@ -160,15 +177,24 @@ def main(argv: list[str] | None = None) -> None:
     runs = select_runs(runs, _pairs(args.param, "param"), _pairs(args.tag, "tag"), names)
     table = compare_table(runs, _split(args.group_by), _split(args.metrics), args.layout,
                           sort=args.sort == "metric")  # fmt: skip
+    if args.against:
+        table = against_columns(table, runs, uri, args.against, args.against_metric,
+                                args.resamples)  # fmt: skip
     text = format_table(table, "table" if args.format == "html" else args.format, args.digits,
                         args.layout)  # fmt: skip
     print(text, end="")
+    cd = None
+    if args.cd_by:
+        cd_metric = args.against_metric or table_metrics(table)[0]
+        cd = critical_difference_table(runs, table_keys(table), args.cd_by, cd_metric)
+        print(format_critical_difference(cd, cd_metric), end="")
 
     description = {"experiments": experiments or "all", "sweep": args.sweep or "",
                    "status": args.status, "params": dict(_pairs(args.param, "param")),
                    "tags": dict(_pairs(args.tag, "tag")), "group_by": table_keys(table),
-                   "metrics": table_metrics(table), "n_runs": len(runs), "layout": args.layout}  # fmt: skip
-    render = lambda: html_report(table, runs, description, args.digits, args.layout)  # noqa: E731
+                   "metrics": table_metrics(table), "n_runs": len(runs), "layout": args.layout,
+                   "against": args.against or "", "cd_by": args.cd_by or ""}  # fmt: skip
+    render = lambda: html_report(table, runs, description, args.digits, args.layout, cd=cd)  # noqa: E731
     if args.format == "html" and not args.output:
         args.output = "compare-report.html"
     if args.output:

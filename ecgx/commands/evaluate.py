@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from ecgx.errors import ConfigValueError
+from ecgx.evaluation.calibration import stored_temperature
 from ecgx.evaluation.subgroups import SubgroupResult
 from ecgx.robustness.runner import RobustnessResult
 from ecgx.tracking.runs import load_checkpoint, load_run, logged_thresholds, rebuild
@@ -167,7 +168,14 @@ def evaluate_run(cfg: DictConfig) -> EvalResult:
     overrides: dict[str, Any] = {"compile": False, "tune_thresholds": mode == "val"}
     if cfg.get("bootstrap_resamples") is not None:
         overrides["bootstrap_resamples"] = int(cfg.bootstrap_resamples)
+    if cfg.get("calibrate") is not None:
+        overrides["calibrate"] = bool(cfg.calibrate)
     module = instantiate(run_cfg.module, net=net, class_names=names, **overrides)
+    fitted = stored_temperature(checkpoint)
+    if fitted is not None:
+        # Fitted at training time with these weights; without one, the module fits it on the
+        # run's validation split before testing.
+        module.set_temperature(fitted)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[_FixedThresholds(fixed)] if fixed is not None else [])  # fmt: skip

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from ecgx.data.extras import from_record
 from ecgx.errors import ConfigValueError
+from ecgx.evaluation.calibration import stored_temperature
 from ecgx.formats.files import find_records, read_record
 from ecgx.formats.record import LEADS, Record, RecordError, canonical_record
 from ecgx.tracking.runs import (
@@ -60,7 +61,11 @@ class RunPipeline:
     """A finished run's transforms and model, applied to single records."""
 
     def __init__(
-        self, run_cfg: DictConfig, checkpoint: dict[str, Any], model_fs: float | None = None
+        self,
+        run_cfg: DictConfig,
+        checkpoint: dict[str, Any],
+        model_fs: float | None = None,
+        calibrate: bool | None = None,
     ) -> None:
         state = datamodule_state(checkpoint) or {}
         self.class_names: list[str] = list(state.get("class_names") or [])
@@ -76,6 +81,17 @@ class RunPipeline:
         leads = self.transform.output_leads(LEADS)
         self.net = build_net(run_cfg, checkpoint, len(leads), len(self.class_names))
         self.fs = float(model_fs) if model_fs else _model_fs(run_cfg, self.transform)
+        # Temperature scaling as the run tested (module.calibrate), unless told otherwise.
+        wanted = run_cfg.module.get("calibrate", False) if calibrate is None else calibrate
+        self.temperature = None
+        if wanted and self.task != "regression":
+            self.temperature = stored_temperature(checkpoint)
+            if self.temperature is None:
+                raise ConfigValueError(
+                    "calibrate=true: the checkpoint holds no fitted temperature (train with "
+                    "module.calibrate=true, or let `ecgx eval calibrate=true` fit one on the "
+                    "run's validation split)"
+                )
         windows = run_cfg.module.get("test_windows")
         self.windows: Windows | None = instantiate(windows) if windows else None
         # Scored by windows: the record uncropped, as the run's test saw its records.
@@ -117,6 +133,8 @@ class RunPipeline:
 
     def _outputs(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         logits = self.net(x, **extras).float()
+        if self.temperature is not None:
+            logits = logits / self.temperature
         if self.task == "multilabel":
             return torch.sigmoid(logits)
         if self.task == "multiclass":
@@ -154,7 +172,8 @@ def predict_run(cfg: DictConfig) -> Predictions:
         raise ConfigValueError(f"on_error must be raise or skip, got {on_error!r}")
     files = find_records(Path(str(cfg.input)).expanduser())
     run_cfg, ckpt_path = load_run(cfg, "predict")
-    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"))
+    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"),
+                           cfg.get("calibrate"))  # fmt: skip
     names = pipeline.class_names
     thresholds, source = _thresholds(cfg, names, pipeline.thresholds)
     fs = float(cfg.fs) if cfg.get("fs") else None

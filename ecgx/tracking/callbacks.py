@@ -53,9 +53,10 @@ def log_test_predictions(
     aurocs: dict[str, float] | None = None,
 ) -> None:
     """``predictions/test_predictions.csv`` (record id, per-class output and truth) and, for
-    classification, ``plots/roc_test.png``."""
+    classification, ``plots/roc_test.png`` and ``plots/reliability_test.png``."""
     import pandas as pd
 
+    from ecgx.evaluation.calibration import reliability_diagram
     from ecgx.evaluation.plots import roc_curves
 
     classify = task != "regression"
@@ -65,6 +66,9 @@ def log_test_predictions(
                               Path(tmp) / "roc_test.png", "Test ROC curves (best checkpoint)",
                               aurocs or {})  # fmt: skip
             log_file(client, run_id, plot, "plots")
+            log_file(client, run_id, reliability_diagram(probs, targets, names,
+                     Path(tmp) / "reliability_test.png", "Test reliability (best checkpoint)"),
+                     "plots")  # fmt: skip
         table = pd.DataFrame({"record_id": record_ids})
         for i, name in enumerate(names):
             table[f"{'prob' if classify else 'pred'}_{name}"] = probs[:, i]

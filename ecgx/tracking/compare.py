@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ecgx.evaluation.statistics import mean_interval
 from ecgx.tracking.mlflow_run import CHOICE_PREFIX, OVERRIDES_TAG, SWEEP_TAG
 
 DEFAULT_IGNORE = ("seed",)
@@ -30,7 +31,9 @@ HEADLINE = ("test/macro_auroc", "test/fmax_ptbxl", "test/macro_auprc", "test/mac
             "test/accuracy", "test/challenge_score", "test/r2", "test/mae")  # fmt: skip
 #: per-class metrics by prefix, for runs that did not log their class names (data/classes)
 PER_CLASS_PREFIXES = ("auroc_", "auprc_", "f1_tuned_", "threshold_", "f1_")
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error")
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "ece", "mce", "brier")
+#: logged with the test metrics but no score of the model (module.calibrate's fitted value)
+NOT_SCORES = ("temperature",)
 
 
 def compare_error(message: str) -> SystemExit:
@@ -183,7 +186,7 @@ def _classes(run: Any) -> list[str]:
 def _is_summary(run: Any, metric: str) -> bool:
     """Not a per-class metric and not a bootstrap interval bound."""
     name = metric.removeprefix("test/")
-    if "_ci_" in name:
+    if "_ci_" in name or name.startswith(NOT_SCORES):
         return False
     if any(name.endswith(f"_{c}") for c in _classes(run)):
         return False
@@ -220,8 +223,9 @@ def compare_table(
     sort: bool = True,
 ) -> pd.DataFrame:
     """One row per group: its key values, ``n`` runs, ``<metric> mean`` / ``<metric> std``
-    (sample std, NaN for one run), ``<metric> n`` where some runs lack the metric, and the mean
-    of each ``cost/*`` param that any run logged.
+    (sample std, NaN for one run), ``<metric> ci_low`` / ``<metric> ci_high`` (95 % Student-t
+    interval of the mean over the group's runs, e.g. seeds; NaN for one run), ``<metric> n``
+    where some runs lack the metric, and the mean of each ``cost/*`` param that any run logged.
 
     ``layout="study"`` groups by model. Rows are ordered best first by the first metric
     (descending, ascending for losses and errors); ``sort=False`` keeps the group order.
@@ -267,6 +271,9 @@ def compare_table(
     for m in metrics:
         table[f"{m} mean"] = grouped[m].mean()
         table[f"{m} std"] = grouped[m].std(ddof=1)
+        interval = grouped[m].apply(lambda v: mean_interval(list(v)))
+        table[f"{m} ci_low"] = interval.map(lambda lh: lh[0])
+        table[f"{m} ci_high"] = interval.map(lambda lh: lh[1])
         counts = grouped[m].count()
         if (counts != table["n"]).any():
             table[f"{m} n"] = counts
@@ -324,9 +331,34 @@ def display_frame(table: pd.DataFrame, digits: int = 4, layout: str = "groups") 
             cells.append(cell)
         # The study layout is a paper's table: metric names without the split prefix.
         shown[metric.removeprefix("test/") if layout == "study" else metric] = cells
+    first = (table_metrics(table) or [None])[0]
+    if first and table[f"{first} ci_low"].notna().any():
+        # The headline's interval of the mean over seeds: whether a gap between two rows could
+        # be the seeds' spread alone.
+        name = first.removeprefix("test/") if layout == "study" else first
+        shown[f"{name} 95% CI"] = [
+            "–" if math.isnan(lo) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+            for lo, hi in zip(table[f"{first} ci_low"], table[f"{first} ci_high"])
+        ]
     for key in [k for k in COST_KEYS if k in table]:
         shown[COST_HEADERS[key]] = [_cost_cell(key, v) for v in table[key]]
+    delta = [c for c in table.columns if c.startswith("Δ ") and c not in ("Δ low", "Δ high")]
+    if delta:
+        against = table.attrs.get("against", "the reference")
+        shown[f"{delta[0]} vs {against}"] = [
+            "–" if math.isnan(d) else f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+            for d, lo, hi in zip(table[delta[0]], table["Δ low"], table["Δ high"])
+        ]
+        for col in ("p bootstrap", "p DeLong", "p Holm"):
+            if col in table:
+                shown[col] = [_p_cell(p) for p in table[col]]
     return shown
+
+
+def _p_cell(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
 
 
 def format_table(

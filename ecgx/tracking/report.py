@@ -19,6 +19,10 @@ matplotlib.use("Agg")  # headless: runs on clusters and in CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ecgx.evaluation.statistics import (  # noqa: E402
+    CriticalDifference,
+    critical_difference_diagram,
+)
 from ecgx.tracking.compare import (  # noqa: E402
     COST_HEADERS,
     display_frame,
@@ -133,8 +137,10 @@ def html_report(
     digits: int = 4,
     layout: str = "groups",
     title: str = "ecgx comparison report",
+    cd: CriticalDifference | None = None,
 ) -> str:
-    """The whole report as one HTML document, no external files."""
+    """The whole report as one HTML document, no external files; with the ``against=``
+    columns when the table has them and the critical-difference diagram when ``cd`` is given."""
     metrics, keys = table_metrics(table), table_keys(table)
     shown = display_frame(table, digits, layout)
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -145,6 +151,18 @@ def html_report(
     parts += ["<h2>Table</h2>", "<p class='meta'>mean ± std over the runs of each group "
               "(sample std; none for a single run), best first by the first metric.</p>",
               _html_table(shown, keys)]  # fmt: skip
+    if "against" in table.attrs:
+        parts.append(
+            f"<p class='meta'>Δ and p against {html.escape(str(table.attrs['against']))} on "
+            f"{html.escape(str(table.attrs['against_metric']))}, from the runs' per-record test "
+            "predictions on the same records: Δ = mean over the row's runs − mean over the "
+            "reference's, [95 % paired bootstrap interval]; p bootstrap (two-sided, null-"
+            "centred); p DeLong (AUROC, record sampling); p Holm adjusts over the rows.</p>"
+        )
+    if cd is not None:
+        parts.append("<h2>Critical difference</h2>")
+        parts.append(f'<img alt="critical difference diagram" src="data:image/png;base64,'
+                     f'{_png(critical_difference_diagram(cd, metrics[0]))}">')  # fmt: skip
     parts.append("<h2>Metrics by group</h2>")
     for metric in metrics:
         parts.append(f"<h3>{html.escape(metric)}</h3>")

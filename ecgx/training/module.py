@@ -14,6 +14,7 @@ from torchmetrics.aggregation import CatMetric
 
 from ecgx.data.extras import wanted
 from ecgx.errors import ConfigValueError
+from ecgx.evaluation.calibration import calibration_metrics, check_calibration, fit_temperature
 from ecgx.evaluation.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
 from ecgx.models.base import head_parameter_names
 from ecgx.training.windows import Windows
@@ -33,6 +34,10 @@ class ECGClassifier(L.LightningModule):
         task: ``multilabel`` (sigmoid outputs, BCE, AUROC/F1), ``multiclass`` (one class per
             record: softmax outputs, cross-entropy on the one-hot targets, AUROC one-vs-rest,
             F1, accuracy) or ``regression`` (raw outputs, MSE, MAE/R²; PTB-XL+ amplitudes).
+        calibrate: divide the logits by a temperature fitted on the validation logits (at the
+            end of every validation epoch, so each checkpoint stores the one fitted with its
+            weights, buffer ``temperature``) before sigmoid/softmax, in test, eval and predict.
+        calibration: ``shared`` (one temperature) or ``per_class``.
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class ECGClassifier(L.LightningModule):
         bootstrap_resamples: int = 200,
         challenge_edition: int | None = None,
         test_windows: Windows | None = None,
+        calibrate: bool = False,
+        calibration: str = "shared",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -84,6 +91,15 @@ class ECGClassifier(L.LightningModule):
         self.run_config: str | None = None
         #: (probabilities, targets, cache row of each record) of the last test epoch
         self.test_result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.calibrate = bool(calibrate)
+        self.calibration = calibration
+        if self.calibrate:
+            check_calibration(task, calibration)
+        width = len(self.class_names) if calibration == "per_class" and class_names else 1
+        # Buffers, so the fitted temperature travels in every checkpoint with the weights.
+        self.register_buffer("temperature", torch.ones(width))
+        self.register_buffer("temperature_fitted", torch.tensor(False))
+        self.raw_logits = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         return self.net(x, **extras)
@@ -95,6 +111,8 @@ class ECGClassifier(L.LightningModule):
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities (classification) or values (regression) from the model's logits."""
         logits = logits.float()
+        if self.calibrate and self.task != "regression":
+            logits = logits / self.temperature
         if self.task == "multilabel":
             return torch.sigmoid(logits)
         if self.task == "multiclass":
@@ -109,7 +127,7 @@ class ECGClassifier(L.LightningModule):
         return loss
 
     def _eval_step(self, stage: str, batch: dict) -> None:
-        extras = self.extras(batch)
+        extras, logits = self.extras(batch), None
         if stage == "test" and self.test_windows is not None:
             probs = self.test_windows.score(lambda w, **e: self.outputs(self(w, **e)),
                                             batch["signal"], batch.get("length"), extras)  # fmt: skip
@@ -122,6 +140,8 @@ class ECGClassifier(L.LightningModule):
         self.preds[stage].update(probs)
         self.targets[stage].update(batch["target"])
         self.record_index[stage].update(batch["index"])
+        if self.calibrate and logits is not None:  # windows give no logit per record
+            self.raw_logits[stage].update(logits.float())
 
     def _loss_of_outputs(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The task's loss from aggregated outputs (windows reduce probabilities, not logits)."""
@@ -168,9 +188,53 @@ class ECGClassifier(L.LightningModule):
             "config": self.run_config,
         }
 
+        if self.task != "regression":
+            self._calibration_epoch_end(stage, probs, targets)
+
+    def _calibration_epoch_end(
+        self, stage: str, probs: torch.Tensor, targets: torch.Tensor
+    ) -> None:
+        """Validation: fit the temperature the next checkpoint stores. Test: log ECE, MCE and
+        Brier (and with ``calibrate``, the ECE without it and the temperature)."""
+        fed = self.calibrate and self.raw_logits[stage].update_called
+        logits = self.raw_logits[stage].compute() if fed else None
+        self.raw_logits[stage].reset()
+        if stage == "val" and logits is not None and self.trainer.state.fn == "fit":
+            self.set_temperature(fit_temperature(logits, targets, self.task, self.calibration))
+        if stage != "test":
+            return
+        args = (self.task, probs.cpu().numpy(), targets.cpu().numpy(), self.class_names)
+        metrics = calibration_metrics(*args)
+        if logits is not None:
+            raw = self.outputs_uncalibrated(logits)
+            metrics["ece_uncalibrated"] = calibration_metrics(self.task, raw.cpu().numpy(),
+                                                              *args[2:])["ece"]  # fmt: skip
+            metrics["temperature"] = float(self.temperature.mean())
+            if len(self.temperature) == len(self.class_names) > 1:
+                metrics.update({f"temperature_{n}": float(t)
+                                for n, t in zip(self.class_names, self.temperature)})  # fmt: skip
+        self.log_dict({f"test/{k}": v for k, v in metrics.items()})
+
+    def outputs_uncalibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        calibrate, self.calibrate = self.calibrate, False
+        try:
+            return self.outputs(logits)
+        finally:
+            self.calibrate = calibrate
+
+    def set_temperature(self, temperature: torch.Tensor) -> None:
+        """Install a fitted temperature (shape (1,) or one per class)."""
+        self.temperature = temperature.to(self.temperature.device, torch.float32).reshape(-1)
+        self.temperature_fitted.fill_(True)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         thresholds = (checkpoint.get("ecgx") or {}).get("thresholds")
         self.val_thresholds = None if thresholds is None else np.asarray(thresholds)
+        # Checkpoints from before calibration have no temperature: the identity, not fitted.
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("temperature", torch.ones(1))
+        state.setdefault("temperature_fitted", torch.tensor(False))
+        self.temperature = torch.empty_like(state["temperature"])
 
     def on_test_start(self) -> None:
         """Tune per-class thresholds on the validation split with the weights under test.
@@ -181,6 +245,8 @@ class ECGClassifier(L.LightningModule):
         """
         self.thresholds = None
         datamodule = getattr(self.trainer, "datamodule", None)
+        if self.calibrate and not bool(self.temperature_fitted) and datamodule is not None:
+            self._fit_temperature_on(datamodule.val_dataloader())
         if self.task != "multilabel" or not self.tune_thresholds or datamodule is None:
             return
         probs, targets = [], []
@@ -192,6 +258,18 @@ class ECGClassifier(L.LightningModule):
         if probs:
             self.thresholds = tune_thresholds(torch.cat(targets).numpy(),
                                               torch.cat(probs).numpy())  # fmt: skip
+
+    def _fit_temperature_on(self, loader: Any) -> None:
+        """Fit the temperature on validation now: ``ecgx eval`` of a run trained without
+        ``calibrate`` (its checkpoints hold no fitted temperature)."""
+        logits, targets = [], []
+        with torch.no_grad():
+            for batch in loader:
+                logits.append(self(batch["signal"].to(self.device)).float().cpu())
+                targets.append(batch["target"])
+        if logits:
+            self.set_temperature(fit_temperature(torch.cat(logits), torch.cat(targets), self.task,
+                                                 self.calibration))  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
