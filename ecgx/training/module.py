@@ -180,6 +180,8 @@ class ECGClassifier(L.LightningModule):
             self.test_result = (probs.cpu(), targets.cpu(), rows.long().cpu())
         elif self.task == "multilabel" and self.tune_thresholds:
             self.val_thresholds = tune_thresholds(targets.cpu().numpy(), probs.cpu().numpy())
+        if self.task != "regression":
+            self._calibration_epoch_end(stage, probs, targets)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain lists and strings: checkpoints load with weights_only=True.
@@ -187,9 +189,6 @@ class ECGClassifier(L.LightningModule):
             "thresholds": None if self.val_thresholds is None else self.val_thresholds.tolist(),
             "config": self.run_config,
         }
-
-        if self.task != "regression":
-            self._calibration_epoch_end(stage, probs, targets)
 
     def _calibration_epoch_end(
         self, stage: str, probs: torch.Tensor, targets: torch.Tensor
