@@ -214,9 +214,18 @@ class CinC:
         header = parse_header(hea)
         if header["n_sig"] != len(LEADS):
             raise RecordError(f"{hea}: {header['n_sig']} leads, expected {len(LEADS)}")
+        if Path(header["file"]).stem != hea.stem:
+            # Reading it would give another record's signal under this record's labels.
+            raise RecordError(
+                f"{hea}: the header names data file {header['file']!r}, not {hea.stem}.mat "
+                "(another record's signal?)"
+            )
         mat = hea.parent / header["file"]
         val = _load_val(mat, header["n_sig"], header["n_samples"])
         gain = header["gain"].copy()
+        if (gain == 0).any():
+            zero = [header["leads"][i] for i in np.flatnonzero(gain == 0)]
+            raise RecordError(f"{hea}: ADC gain 0 for lead(s) {zero}")
         source = source_of(hea.stem)
         if self.fix_quirks and source in WRONG_GAINS:
             gain[gain == WRONG_GAINS[source]] = RIGHT_GAIN
@@ -337,9 +346,10 @@ def _gain_field(text: str, adc_zero: int) -> tuple[float, float, float]:
     if "(" in text:
         text, _, rest = text.partition("(")
         baseline = float(rest.rstrip(")"))
-    gain = float(text) if text else 0.0
-    if gain == 0:
-        gain = 200.0  # WFDB's default gain for an unspecified (0) one
+    # An absent gain is WFDB's default 200; a written 0 (which WFDB also reads as 200) is
+    # damage in a challenge header, all of which write 1000 or the known quirks: kept as 0 so
+    # that read() refuses it naming the lead (the header's labels stay readable).
+    gain = float(text) if text else 200.0
     factor = _UNITS.get(units.strip().lower())
     if factor is None:
         raise ValueError(f"unsupported units {units!r}")

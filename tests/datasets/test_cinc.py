@@ -349,6 +349,17 @@ def test_broken_records_are_clear_errors(tmp_path: Path) -> None:
             lambda h, m: h.write_text(h.read_text().replace(" V6\n", " V7\n")),
             r"E00002\.hea: non-standard lead name 'V7'",
         ),
+        "gain_zero": (  # WFDB would read 0 as 200 adu/mV: every value 5x too big
+            lambda h, m: h.write_text(h.read_text().replace("1000/mV 16 0 -48", "0/mV 16 0 -48")),
+            r"E00002\.hea: ADC gain 0 for lead\(s\) \['II'\]",
+        ),
+        "other_mat": (  # another record's signal file, present beside it
+            lambda h, m: (
+                shutil.copyfile(CINC2021 / "G12EC" / "E00001.mat", m.with_name("E00001.mat")),
+                h.write_text(h.read_text().replace("E00002.mat", "E00001.mat")),
+            ),
+            r"E00002\.hea: the header names data file 'E00001\.mat', not E00002\.mat",
+        ),
     }
     for name, (damage, message) in cases.items():
         reader = reader_for(name, damage)
@@ -417,3 +428,19 @@ def test_leave_source_out_holds_out_ningbo_alone(compose_train) -> None:
     assert test_ids == {f"JS{n}" for n in range(45542, 45552)}
     rest = meta["source"].iloc[np.concatenate([parts["train"], parts["val"]])]
     assert "Chapman-Shaoxing" in set(rest) and "Ningbo" not in set(rest)
+
+
+@needs_samples()
+def test_a_record_100_times_the_usual_length_is_read_whole(tmp_path: Path) -> None:
+    # CinC sources differ in length by design (INCART: 30 min, 92x the 10 s norm), so a long
+    # record is no fault: it is read whole and exactly, as wfdb reads it.
+    src = CINC2021 / "G12EC" / "E00002.hea"
+    hea = _copy_record(src, tmp_path / "long")
+    val = scipy.io.loadmat(str(src.with_suffix(".mat")))["val"]
+    _write_val(hea.with_suffix(".mat"), np.tile(val, (1, 100)))
+    hea.write_text(hea.read_text().replace(" 12 500 5000 ", " 12 500 500000 ", 1))
+    reader = CinC(tmp_path / "long")
+    signal = reader.read(reader.metadata().iloc[0]).signal
+    expected, _ = wfdb.rdsamp(str(hea.with_suffix("")))
+    assert signal.shape == (12, 500_000)
+    np.testing.assert_array_equal(signal, expected.T.astype(np.float32))
