@@ -1,7 +1,7 @@
 """PhysioNet/CinC Challenge 2020/2021 training data: ``.hea`` + MATLAB v4 ``.mat`` records.
 
-Every source of the challenges (CPSC, CPSC-Extra, INCART, PTB, PTB-XL, Georgia,
-Chapman-Shaoxing/Ningbo) shares one format: a WFDB header with ``#Age``, ``#Sex`` and ``#Dx``
+Every source of the challenges (CPSC, CPSC-Extra, INCART, PTB, PTB-XL, Georgia, Chapman-Shaoxing,
+Ningbo) shares one format: a WFDB header with ``#Age``, ``#Sex`` and ``#Dx``
 comments next to a ``.mat`` holding ``val``, the (leads, samples) digital signal. Records are
 found recursively, so the challenge archives can be unpacked as they come.
 
@@ -40,9 +40,22 @@ SOURCES: dict[str, str] = {
     "S": "PTB",
     "HR": "PTB-XL",
     "E": "Georgia",
-    "JS": "Chapman-Shaoxing/Ningbo",
+    "JS": "Chapman-Shaoxing",  # JS00001-JS10646; Ningbo above (LAST_CHAPMAN_JS)
 }
+# Chapman-Shaoxing and Ningbo share the JS prefix; CinC 2021 ships them as separate folders
+# (WFDB_ChapmanShaoxing, WFDB_Ningbo; chapman_shaoxing/, ningbo/ on PhysioNet) whose numbers do
+# not overlap: Chapman-Shaoxing JS00001-JS10646 (10,247 records, gaps where the challenge dropped
+# some), Ningbo JS10647-JS45551 (34,905). The number tells them apart in any folder layout,
+# including the SE-ResNet refactor's merged ChapmanShaoxing_Ningbo folder.
+LAST_CHAPMAN_JS = 10646
+NINGBO = "Ningbo"
 OTHER = "other"  # a record name with none of the prefixes above
+# Every source a record can have: the 8 of CinC 2021, then OTHER.
+ALL_SOURCES: tuple[str, ...] = (*SOURCES.values(), NINGBO, OTHER)
+# Older configs named the two JS sources together; the alias keeps both.
+SOURCE_ALIASES: dict[str, tuple[str, ...]] = {
+    "Chapman-Shaoxing/Ningbo": ("Chapman-Shaoxing", NINGBO),
+}
 # Source -> database as the SE-ResNet refactor groups them for database-wise splits (spec 1.8:
 # its data folders), so `split.column=database` reproduces its leave-one-database-out runs.
 DATABASES: dict[str, str] = {
@@ -52,7 +65,8 @@ DATABASES: dict[str, str] = {
     "PTB": "PTB_PTBXL",
     "PTB-XL": "PTB_PTBXL",
     "Georgia": "G12EC",
-    "Chapman-Shaoxing/Ningbo": "ChapmanShaoxing_Ningbo",
+    "Chapman-Shaoxing": "ChapmanShaoxing_Ningbo",
+    NINGBO: "ChapmanShaoxing_Ningbo",
     OTHER: OTHER,
 }
 # ADC gains in early 2020 headers that were later corrected to 1000 adu/mV (torch_ecg's CinC
@@ -76,7 +90,8 @@ class CinC:
         classes: ``scored`` (2020: 24, 2021: 26 classes, equivalent codes merged),
             ``seresnet17`` (the SE-ResNet refactor's 17 codes) or ``all`` (every code of the
             edition's mapping tables).
-        sources: keep only these sources (see :data:`SOURCES`); None keeps all.
+        sources: keep only these sources (:data:`ALL_SOURCES`; the alias
+            ``Chapman-Shaoxing/Ningbo`` keeps both JS sources); None keeps all.
         fix_quirks: replace the known-wrong ADC gains of early headers (:data:`WRONG_GAINS`).
     """
 
@@ -92,7 +107,7 @@ class CinC:
             raise ConfigValueError(f"dataset.edition must be one of {EDITIONS}, got {edition!r}")
         if classes not in TASKS:
             raise ConfigValueError(f"dataset.classes must be one of {TASKS}, got {classes!r}")
-        known = [*SOURCES.values(), OTHER]
+        known = [*ALL_SOURCES, *SOURCE_ALIASES]
         if sources is not None:
             sources = [sources] if isinstance(sources, str) else [str(s) for s in sources]
             unknown = [s for s in sources if s not in known]
@@ -103,6 +118,8 @@ class CinC:
         self.root = Path(root).expanduser()
         self.edition = int(edition)
         self.classes = classes
+        if sources is not None:
+            sources = [name for s in sources for name in SOURCE_ALIASES.get(s, (s,))]
         self.sources = sorted(set(sources)) if sources is not None else None
         self.fix_quirks = bool(fix_quirks)
         self._headers: list[Path] | None = None
@@ -197,9 +214,18 @@ class CinC:
         header = parse_header(hea)
         if header["n_sig"] != len(LEADS):
             raise RecordError(f"{hea}: {header['n_sig']} leads, expected {len(LEADS)}")
+        if Path(header["file"]).stem != hea.stem:
+            # Reading it would give another record's signal under this record's labels.
+            raise RecordError(
+                f"{hea}: the header names data file {header['file']!r}, not {hea.stem}.mat "
+                "(another record's signal?)"
+            )
         mat = hea.parent / header["file"]
         val = _load_val(mat, header["n_sig"], header["n_samples"])
         gain = header["gain"].copy()
+        if (gain == 0).any():
+            zero = [header["leads"][i] for i in np.flatnonzero(gain == 0)]
+            raise RecordError(f"{hea}: ADC gain 0 for lead(s) {zero}")
         source = source_of(hea.stem)
         if self.fix_quirks and source in WRONG_GAINS:
             gain[gain == WRONG_GAINS[source]] = RIGHT_GAIN
@@ -228,9 +254,15 @@ class CinC:
 
 
 def source_of(record_name: str) -> str:
-    """The source a challenge record comes from, by its name's letter prefix."""
+    """The source a challenge record comes from, by its name's letter prefix (and, for JS,
+    its number: :data:`LAST_CHAPMAN_JS`)."""
     match = _NAME.match(record_name)
-    return SOURCES.get(match.group(1).upper(), OTHER) if match else OTHER
+    if not match:
+        return OTHER
+    source = SOURCES.get(match.group(1).upper(), OTHER)
+    if source == "Chapman-Shaoxing" and int(record_name[len(match.group(1)) :]) > LAST_CHAPMAN_JS:
+        return NINGBO
+    return source
 
 
 def parse_header(path: Path) -> dict[str, Any]:
@@ -314,9 +346,10 @@ def _gain_field(text: str, adc_zero: int) -> tuple[float, float, float]:
     if "(" in text:
         text, _, rest = text.partition("(")
         baseline = float(rest.rstrip(")"))
-    gain = float(text) if text else 0.0
-    if gain == 0:
-        gain = 200.0  # WFDB's default gain for an unspecified (0) one
+    # An absent gain is WFDB's default 200; a written 0 (which WFDB also reads as 200) is
+    # damage in a challenge header, all of which write 1000 or the known quirks: kept as 0 so
+    # that read() refuses it naming the lead (the header's labels stay readable).
+    gain = float(text) if text else 200.0
     factor = _UNITS.get(units.strip().lower())
     if factor is None:
         raise ValueError(f"unsupported units {units!r}")

@@ -32,6 +32,7 @@ STATEMENTS_CSV = "scp_statements.csv"
 TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all",
          "mi_subdisease", "regression")  # fmt: skip
 MI_CLASSES = ["ASMI", "IMI", "NORM"]
+RECORD_SECONDS = 10  # every PTB-XL record (Wagner et al. 2020); a longer one is damage
 
 
 class PTBXL:
@@ -106,6 +107,11 @@ class PTBXL:
         missing = [c for c in [*need, column] if c not in table.columns]
         if missing:
             raise RecordError(f"{csv}: missing columns {missing}")
+        twice = table["ecg_id"][table["ecg_id"].duplicated()].unique().tolist()
+        if twice:
+            # A record listed twice would be read, counted and trained on twice (and may land
+            # in two splits): a table fault, so an error whatever data.on_error says.
+            raise RecordError(f"{csv}: ecg_id listed more than once: {twice[:10]}")
         return pd.DataFrame(
             {
                 "record_id": table["ecg_id"].astype(int).astype(str),
@@ -128,6 +134,11 @@ class PTBXL:
         signal, fs, names = read_record(path)
         if fs != self.sampling_rate:
             raise RecordError(f"{where}: fs {fs} Hz, expected {self.sampling_rate}")
+        if signal.shape[1] != RECORD_SECONDS * self.sampling_rate:
+            raise RecordError(
+                f"{where}: {signal.shape[1]} samples ({signal.shape[1] / fs:g} s); every PTB-XL "
+                f"record lasts {RECORD_SECONDS} s"
+            )
         check_signal(signal, where)
         return row_record(row, canonical_order(signal, names, where), fs, "ptbxl")
 

@@ -174,3 +174,37 @@ def beta_measures(
         "f_beta_per_class": f,
         "g_beta_per_class": g,
     }
+
+
+def official_f_measure_and_accuracy(
+    y_true: np.ndarray, y_pred_binary: np.ndarray, classes: Sequence[str], edition: int
+) -> dict[str, float | np.ndarray]:
+    """The challenges' own macro F-measure and accuracy (official ``compute_f_measure`` and
+    ``compute_accuracy`` of evaluation-2020/2021).
+
+    Per class, TP/FP/FN count records (unweighted, unlike Fβ/Gβ); F = 2TP / (2TP + FP + FN), and a
+    class with no positive and no positive prediction (denominator 0) is NaN and left out of the
+    macro mean (``nanmean``). ecgx's ``macro_f1`` counts such a class as 0 instead, which is why
+    the two differ on small or skewed sets. Accuracy is the fraction of records whose whole label
+    row is predicted exactly (every scored class right). Columns are merged and limited to scored
+    classes as for :func:`challenge_score`; with a task narrower than the edition's scored set
+    (``classes=seresnet17``) the accuracy covers the task's classes only.
+    Returns ``f_measure``, ``accuracy`` and ``f_measure_per_class`` (one per scored group).
+    """
+    _, columns = _scored_columns(classes, edition)
+    labels = _merge(y_true, columns)
+    outputs = _merge(y_pred_binary, columns)
+    if labels.shape != outputs.shape:
+        raise ValueError(f"y_true {labels.shape} and y_pred_binary {outputs.shape} differ")
+    tp = (labels & outputs).sum(axis=0).astype(np.float64)
+    fp = (~labels & outputs).sum(axis=0).astype(np.float64)
+    fn = (labels & ~outputs).sum(axis=0).astype(np.float64)
+    den = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(den > 0, 2 * tp / den, np.nan)
+    n = len(labels)
+    return {
+        "f_measure": float(np.nanmean(f)) if np.isfinite(f).any() else float("nan"),
+        "accuracy": float((labels == outputs).all(axis=1).sum() / n) if n else float("nan"),
+        "f_measure_per_class": f,
+    }

@@ -40,7 +40,10 @@ def _gain_field(text: str, adc_zero: str) -> tuple[float, float, bool]:
         match = _GAIN.match(text)
         if match is None:
             raise _NotFormat16
-        gain = float(match["gain"] or 200.0) or 200.0  # WFDB's default gain
+        # An absent gain is WFDB's default 200. A written 0 WFDB also reads as 200, but in a
+        # 12-lead header it is damage (every real one writes its gain): 0.0 here, refused by
+        # _parse_header with the lead named, instead of a signal scaled by a guessed gain.
+        gain = float(match["gain"]) if match["gain"] else 200.0
         base = float(match["base"]) if match["base"] else float(adc_zero)  # else ADC zero
         found = (gain, base, _float32_exact(gain, base))
         if len(_GAIN_FIELDS) < 4096:
@@ -85,6 +88,8 @@ def _parse_header(
             raise _NotFormat16
         files.add(parts[0])
         signals.append((*_gain_field(parts[2], parts[4]), parts[8]))
+        if signals[-1][0] == 0:
+            raise RecordError(f"{where}: lead {parts[8]} has ADC gain 0 ({parts[2]!r})")
     if len(files) != 1:
         raise _NotFormat16
     return files.pop(), fs, n_samples, signals
@@ -105,8 +110,17 @@ def read_record(path: str | Path) -> tuple[np.ndarray, float, list[str]]:
         raise RecordError(f"{where}: header is not readable text ({err})") from err
     try:
         dat_name, fs, n_samples, signals = _parse_header(text, where)
+    except RecordError:
+        raise  # a fault found in the header (a RecordError is a ValueError too)
     except (_NotFormat16, ValueError):
         return _read_with_wfdb(Path(where))
+    if os.path.splitext(dat_name)[0] != os.path.basename(stem):
+        # WFDB allows any name, but a record whose header names another record's data file
+        # would silently read that record's signal under this one's labels.
+        raise RecordError(
+            f"{where}: the header names data file {dat_name!r}, not "
+            f"{os.path.basename(stem)}.dat (another record's signal?)"
+        )
     dat = os.path.join(os.path.dirname(stem), dat_name)
     n_sig = len(signals)
     expected = n_samples * n_sig * 2

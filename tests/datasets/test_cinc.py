@@ -119,9 +119,13 @@ def test_metadata_reads_demographics_and_sources() -> None:
     assert np.isnan(meta.loc["E00001", "age"]) and meta.loc["E00001", "sex"] == 1.0  # "NaN"
     assert meta.loc["HR00001", "path"] == "PTB_PTBXL/HR00001.hea"
     assert meta["source"].value_counts().to_dict() == {
-        "Chapman-Shaoxing/Ningbo": 20, "CPSC": 10, "CPSC-Extra": 10, "Georgia": 10,
+        "Chapman-Shaoxing": 10, "Ningbo": 10, "CPSC": 10, "CPSC-Extra": 10, "Georgia": 10,
         "PTB-XL": 10, "PTB": 2,
     }  # fmt: skip
+    # The JS samples are JS00001-JS00011 (Chapman-Shaoxing's range) and JS45542-JS45551 (the
+    # last Ningbo records): the two sources are told apart though they share a folder here.
+    js = meta[meta.index.str.startswith("JS")]
+    assert set(js.index[js["source"] == "Ningbo"]) == {f"JS{n}" for n in range(45542, 45552)}
     # The samples sit in the refactor's database folders.
     assert (meta["path"].str.split("/").str[0] == meta["database"]).all()
     assert (meta["patient_id"] == meta.index).all()
@@ -132,7 +136,8 @@ def test_metadata_reads_demographics_and_sources() -> None:
 
 def test_source_by_prefix() -> None:
     names = {"A0001": "CPSC", "Q0012": "CPSC-Extra", "I0001": "INCART", "S0549": "PTB",
-             "HR21837": "PTB-XL", "E10344": "Georgia", "JS45551": "Chapman-Shaoxing/Ningbo",
+             "HR21837": "PTB-XL", "E10344": "Georgia", "JS00001": "Chapman-Shaoxing",
+             "JS10646": "Chapman-Shaoxing", "JS10647": "Ningbo", "JS45551": "Ningbo",
              "X0001": "other", "00001_hr": "other"}  # fmt: skip
     assert {name: source_of(name) for name in names} == names
 
@@ -143,6 +148,10 @@ def test_sources_filter_the_records() -> None:
     meta = reader.metadata()
     assert sorted(set(meta["source"])) == ["Georgia", "PTB"]
     assert len(meta) == 12
+    ningbo = CinC(CINC2021, sources=["Ningbo"]).metadata()
+    assert len(ningbo) == 10 and set(ningbo["source"]) == {"Ningbo"}
+    both = CinC(CINC2021, sources="Chapman-Shaoxing/Ningbo").metadata()  # the old joint name
+    assert sorted(set(both["source"])) == ["Chapman-Shaoxing", "Ningbo"] and len(both) == 20
     assert reader.signal_spec()["sources"] == ["Georgia", "PTB"]
     assert CinC(CINC2021).signal_spec()["sources"] is None
     with pytest.raises(FileNotFoundError, match="INCART"):
@@ -340,6 +349,17 @@ def test_broken_records_are_clear_errors(tmp_path: Path) -> None:
             lambda h, m: h.write_text(h.read_text().replace(" V6\n", " V7\n")),
             r"E00002\.hea: non-standard lead name 'V7'",
         ),
+        "gain_zero": (  # WFDB would read 0 as 200 adu/mV: every value 5x too big
+            lambda h, m: h.write_text(h.read_text().replace("1000/mV 16 0 -48", "0/mV 16 0 -48")),
+            r"E00002\.hea: ADC gain 0 for lead\(s\) \['II'\]",
+        ),
+        "other_mat": (  # another record's signal file, present beside it
+            lambda h, m: (
+                shutil.copyfile(CINC2021 / "G12EC" / "E00001.mat", m.with_name("E00001.mat")),
+                h.write_text(h.read_text().replace("E00002.mat", "E00001.mat")),
+            ),
+            r"E00002\.hea: the header names data file 'E00001\.mat', not E00002\.mat",
+        ),
     }
     for name, (damage, message) in cases.items():
         reader = reader_for(name, damage)
@@ -392,3 +412,35 @@ def test_config_builds_a_working_reader(compose_train, name, root, n, n_classes)
     rec = reader.read(meta.iloc[0])
     assert rec.signal.shape == (12, meta.iloc[0]["n_samples"])
     assert len(reader.labels(meta)[1]) == n_classes
+
+
+@needs_samples()
+def test_leave_source_out_holds_out_ningbo_alone(compose_train) -> None:
+    # split=leave_source_out groups by `source` (8 CinC 2021 sources); the refactor's 5
+    # databases stay reachable as split.column=database.
+    cfg = compose_train("dataset=cinc2021", f"dataset.root={CINC2021}",
+                        "split=leave_source_out", "split.test_source=Ningbo")  # fmt: skip
+    reader = instantiate(cfg.dataset)
+    meta = reader.metadata()
+    y, _, _ = reader.labels(meta)
+    parts = instantiate(cfg.split)(meta, y)
+    test_ids = set(meta["record_id"].iloc[parts["test"]])
+    assert test_ids == {f"JS{n}" for n in range(45542, 45552)}
+    rest = meta["source"].iloc[np.concatenate([parts["train"], parts["val"]])]
+    assert "Chapman-Shaoxing" in set(rest) and "Ningbo" not in set(rest)
+
+
+@needs_samples()
+def test_a_record_100_times_the_usual_length_is_read_whole(tmp_path: Path) -> None:
+    # CinC sources differ in length by design (INCART: 30 min, 92x the 10 s norm), so a long
+    # record is no fault: it is read whole and exactly, as wfdb reads it.
+    src = CINC2021 / "G12EC" / "E00002.hea"
+    hea = _copy_record(src, tmp_path / "long")
+    val = scipy.io.loadmat(str(src.with_suffix(".mat")))["val"]
+    _write_val(hea.with_suffix(".mat"), np.tile(val, (1, 100)))
+    hea.write_text(hea.read_text().replace(" 12 500 5000 ", " 12 500 500000 ", 1))
+    reader = CinC(tmp_path / "long")
+    signal = reader.read(reader.metadata().iloc[0]).signal
+    expected, _ = wfdb.rdsamp(str(hea.with_suffix("")))
+    assert signal.shape == (12, 500_000)
+    np.testing.assert_array_equal(signal, expected.T.astype(np.float32))

@@ -192,9 +192,14 @@ def _one_record_copy(tmp_path):
         ("eleven_leads", "missing leads"),
         ("missing_dat", "data file missing"),
         ("length", "header says 1200 samples"),
+        ("gain_zero", "lead III has ADC gain 0"),
+        ("other_dat", "names data file '00002_lr.dat'"),
+        ("hundredfold", "100000 samples (1000 s); every PTB-XL record lasts 10 s"),
     ],
 )
 def test_damaged_ptbxl_records_are_named(tmp_path, damage: str, message: str) -> None:
+    import shutil
+
     root, record = _one_record_copy(tmp_path)
     hea, dat = record.with_suffix(".hea"), record.with_suffix(".dat")
     lines = hea.read_text().splitlines()
@@ -217,7 +222,71 @@ def test_damaged_ptbxl_records_are_named(tmp_path, damage: str, message: str) ->
         first = lines[0].split()
         first[3] = "1200"
         hea.write_text("\n".join([" ".join(first), *lines[1:]]) + "\n")
+    elif damage == "gain_zero":  # WFDB would read 0 as its default 200 adu/mV: 5x too big
+        lines[3] = lines[3].replace(" 1000.0(0)/mV ", " 0(0)/mV ")
+        hea.write_text("\n".join(lines) + "\n")
+    elif damage == "other_dat":  # the next record's data file, present beside it
+        shutil.copy(PTBXL_SAMPLES / "records100/00000/00002_lr.dat", dat.parent)
+        hea.write_text("\n".join(ln.replace("00001_lr.dat", "00002_lr.dat") for ln in lines))
+    elif damage == "hundredfold":  # a consistent header and data file, 100x the 10 s norm
+        np.tile(np.fromfile(dat, "<i2").reshape(-1, 12), (100, 1)).tofile(dat)
+        first = lines[0].split()
+        first[3] = "100000"
+        hea.write_text("\n".join([" ".join(first), *lines[1:]]) + "\n")
     reader = PTBXL(root)
     with pytest.raises(RecordError, match="00001_lr") as err:
         reader.read(reader.metadata().iloc[0])
     assert message in str(err.value)
+
+
+@needs_samples(PTBXL_SAMPLES)
+def test_an_ecg_id_listed_twice_is_an_error_naming_the_table(tmp_path) -> None:
+    root, _ = _one_record_copy(tmp_path)
+    table = root / "ptbxl_database.csv"
+    text = table.read_text().splitlines()
+    table.write_text("\n".join([*text[:3], text[1], *text[3:]]) + "\n")  # ecg_id 1 again
+    with pytest.raises(
+        RecordError, match=r"ptbxl_database\.csv: ecg_id listed more than once: \[1\]"
+    ):
+        PTBXL(root).metadata()
+
+
+@needs_samples(PTBXL_SAMPLES)
+def test_flat_lead_and_bad_gain_under_on_error(tmp_path) -> None:
+    """A constant lead is kept unless data.reject_flat_leads; then it, like any damaged record,
+    stops the build naming the file, or is skipped and counted with on_error=skip."""
+    from ecgx.data.cache import build_or_open
+
+    root, record = _one_record_copy(tmp_path)
+    shutil_copy_record(root, "00002_lr")
+    dat = record.with_suffix(".dat")
+    raw = np.fromfile(dat, "<i2").reshape(-1, 12)
+    raw[:, 5] = 37  # aVF disconnected: one constant value
+    raw.tofile(dat)
+    reader = PTBXL(root)
+    meta = reader.metadata()
+    meta = meta[meta["record_id"].isin(["1", "2"])].reset_index(drop=True)
+
+    def build(key: int, **kw):
+        return build_or_open(tmp_path / "cache", {"k": key}, meta, reader.read,
+                             lambda x, fs: (x, fs), **kw)  # fmt: skip
+
+    assert len(build(1)) == 2
+    with pytest.raises(RecordError, match=r"record 1: constant \(flat\) leads \['aVF'\]"):
+        build(2, reject_flat_leads=True)
+    skipped = build(3, reject_flat_leads=True, on_error="skip")
+    assert len(skipped) == 1 and [s["record_id"] for s in skipped.skipped] == ["1"]
+    hea = record.with_suffix(".hea")  # now a gain of 0 in another lead: skipped and counted
+    hea.write_text(hea.read_text().replace("1000.0(0)/mV 16 0 -55", "0(0)/mV 16 0 -55"))
+    skipped = build(4, on_error="skip")
+    assert [s["record_id"] for s in skipped.skipped] == ["1"]
+    assert "lead II has ADC gain 0" in skipped.skipped[0]["error"]
+
+
+def shutil_copy_record(root, name: str) -> None:
+    import shutil
+
+    for ext in ("hea", "dat"):
+        target = root / "records100/00000" / f"{name}.{ext}"
+        shutil.copy(PTBXL_SAMPLES / f"records100/00000/{name}.{ext}", target)
+        target.chmod(0o644)

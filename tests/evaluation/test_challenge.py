@@ -22,6 +22,7 @@ from ecgx.evaluation.challenge import (
     challenge_parts,
     challenge_score,
     modified_confusion_matrix,
+    official_f_measure_and_accuracy,
 )
 from tests.conftest import ROOT, SAMPLES, needs_samples
 
@@ -99,6 +100,21 @@ def ref_beta(labels: np.ndarray, outputs: np.ndarray, beta: float) -> tuple[floa
         den = tp + fp + beta * fn
         g[k] = tp / den if den else float("nan")
     return float(np.nanmean(f)), float(np.nanmean(g))
+
+
+def ref_f_measure_and_accuracy(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
+    # compute_confusion_matrices (normalize=False) + compute_f_measure + compute_accuracy
+    n_rec, n_cls = labels.shape
+    a = np.zeros((n_cls, 2, 2))
+    for i in range(n_rec):
+        for j in range(n_cls):
+            a[j, int(outputs[i, j]), int(labels[i, j])] += 1.0
+    f = np.zeros(n_cls)
+    for k in range(n_cls):
+        tp, fp, fn = a[k, 1, 1], a[k, 1, 0], a[k, 0, 1]
+        f[k] = float(2 * tp) / float(2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan")
+    correct = sum(1 for i in range(n_rec) if np.all(labels[i, :] == outputs[i, :]))
+    return float(np.nanmean(f)), float(correct) / float(n_rec)
 
 
 # ----- helpers -------------------------------------------------------------------------------
@@ -203,6 +219,43 @@ def test_beta_measures_match_the_reference(dx2021: list[set[str]]) -> None:
     m = beta_measures(y, p, names, 2020, beta=2)
     ref = ref_beta(ref_binary(dx2021, classes), ref_binary(preds, classes), 2)
     assert (m["f_beta"], m["g_beta"]) == pytest.approx(ref, abs=1e-12)
+
+
+@needs_samples(CINC2021)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_official_f_measure_and_accuracy_match_the_reference(dx2021, seed: int) -> None:
+    from ecgx.evaluation.metrics import f1_at_thresholds
+
+    classes, _ = ref_weights(2021)
+    pool = sorted(set().union(*classes))
+    rng = np.random.default_rng(seed)
+    # Half the records predicted exactly (so accuracy is not 0), the rest at random.
+    preds = [c if i % 2 else set(rng.choice(pool, size=rng.integers(0, 3), replace=False))
+             for i, c in enumerate(dx2021)]  # fmt: skip
+    names, mapping = class_map(2021, "scored")
+    y, _ = multi_hot(dx2021, names, mapping)
+    p, _ = multi_hot(preds, names, mapping)
+    m = official_f_measure_and_accuracy(y, p, names, 2021)
+    ref = ref_f_measure_and_accuracy(ref_binary(dx2021, classes), ref_binary(preds, classes))
+    assert (m["f_measure"], m["accuracy"]) == pytest.approx(ref, abs=1e-12)
+    # Classes nobody has or predicts are left out by the official rule, counted 0 by ecgx's F1.
+    empty = ~y.any(axis=0) & ~p.any(axis=0)
+    assert empty.sum() > 0 and np.isnan(m["f_measure_per_class"]).sum() == empty.sum()
+    ecgx_f1 = f1_at_thresholds(y, p.astype(float), 0.5)["macro_f1"]
+    assert ecgx_f1 == pytest.approx(np.nansum(m["f_measure_per_class"]) / len(names))
+    assert ecgx_f1 < m["f_measure"]
+
+
+def test_official_f_measure_and_accuracy_by_hand() -> None:
+    # SR, AF, IAVB, RBBB (as 59118001); nobody has or is predicted IAVB.
+    classes = [SINUS, "164889003", "270492004", "59118001"]
+    y = np.array([[1, 0, 0, 0], [0, 1, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0]])
+    p = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]])
+    m = official_f_measure_and_accuracy(y, p, classes, 2021)
+    # SR: tp 2, fp 1, fn 0 -> 4/5; AF: tp 2 -> 1; IAVB: 0/0 left out; RBBB: tp 0, fn 1 -> 0.
+    np.testing.assert_allclose(m["f_measure_per_class"], [0.8, 1.0, np.nan, 0.0])
+    assert m["f_measure"] == pytest.approx((0.8 + 1.0 + 0.0) / 3)
+    assert m["accuracy"] == pytest.approx(2 / 4)  # records 1 and 4 exactly right
 
 
 # ----- small synthetic cases (no samples needed) ---------------------------------------------

@@ -256,6 +256,12 @@ def test_evaluate_split_names_every_seed_metric_and_the_challenge_score() -> Non
     decisions[np.arange(120), p.argmax(1)] = True
     assert m["challenge_score"] == pytest.approx(challenge_score(y, decisions, names, 2021))
     assert {"f_beta", "g_beta", "macro_f1_tuned", "mean_accuracy", "auprc_426783006"} <= set(m)
+    from ecgx.evaluation.challenge import official_f_measure_and_accuracy
+
+    official = official_f_measure_and_accuracy(y, decisions, names, 2021)
+    assert m["challenge_f_measure"] == pytest.approx(official["f_measure"])
+    assert m["challenge_accuracy"] == pytest.approx(official["accuracy"])
+    assert "challenge_f_measure" not in evaluate_split("multilabel", p, y, names)
     ci = bootstrap_intervals("multilabel", p, y, names, n_resamples=50, seed=1, thresholds=t)
     assert ci == bootstrap_intervals("multilabel", p, y, names, n_resamples=50, seed=1,
                                      thresholds=t)  # fmt: skip
@@ -276,3 +282,15 @@ def test_print_metrics_puts_intervals_beside_and_classes_in_columns(capsys) -> N
     rows = {ln.split()[0]: ln.split()[1:] for ln in lines[3:]}
     assert rows == {"auroc": ["0.7000", "0.9000"], "f1": ["0.4000"], "f1_tuned": ["0.5000"]}
     assert "0.99" not in "".join(lines)  # val/ metrics are not test metrics
+
+
+def test_whole_split_metrics_are_float64_and_equal_sklearn() -> None:
+    # float32 probabilities, as the model gives them: torchmetrics alone was 1e-8 off sklearn.
+    rng = np.random.default_rng(0)
+    y = (rng.random((4000, 4)) < 0.3).astype(int)
+    p = np.clip(0.1 * y + rng.random((4000, 4)), 0, 1).astype(np.float32)
+    m = M.ranking_metrics(y, p)
+    assert abs(m["macro_auroc"] - roc_auc_score(y, p.astype(np.float64))) < 1e-14
+    assert abs(m["macro_auprc"] - average_precision_score(y, p.astype(np.float64))) < 1e-14
+    assert abs(m["micro_auroc"] - roc_auc_score(y.ravel(), p.ravel().astype(np.float64))) < 1e-14
+    assert torch.get_default_dtype() == torch.float32  # restored after the call
