@@ -224,7 +224,8 @@ def compare_table(
 ) -> pd.DataFrame:
     """One row per group: its key values, ``n`` runs, ``<metric> mean`` / ``<metric> std``
     (sample std, NaN for one run), ``<metric> ci_low`` / ``<metric> ci_high`` (95 % Student-t
-    interval of the mean over the group's runs, e.g. seeds; NaN for one run), ``<metric> n``
+    interval of the mean over the group's runs, e.g. seeds; for a single run, the bootstrap
+    interval over test records that the run logged, NaN if none), ``<metric> n``
     where some runs lack the metric, and the mean of each ``cost/*`` param that any run logged.
 
     ``layout="study"`` groups by model. Rows are ordered best first by the first metric
@@ -260,6 +261,11 @@ def compare_table(
     for run in runs:
         row: dict[str, Any] = {k: run_value(run, k) for k in group_by}
         row.update({m: run.data.metrics.get(m, math.nan) for m in metrics})
+        # The run's own bootstrap interval of the metric (the module logs <metric>_ci_low/high
+        # for the headline metrics): a group of one run shows it.
+        for m in metrics:
+            row[f"{m} own_low"] = run.data.metrics.get(f"{m}_ci_low", math.nan)
+            row[f"{m} own_high"] = run.data.metrics.get(f"{m}_ci_high", math.nan)
         row.update({k: _cost(run, k) for k in costs})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -271,9 +277,15 @@ def compare_table(
     for m in metrics:
         table[f"{m} mean"] = grouped[m].mean()
         table[f"{m} std"] = grouped[m].std(ddof=1)
+        # Several runs (seeds): the Student-t interval of their mean, which with 3-5 seeds is
+        # sounder than resampling so few values. One run: its own bootstrap over test records.
         interval = grouped[m].apply(lambda v: mean_interval(list(v)))
-        table[f"{m} ci_low"] = interval.map(lambda lh: lh[0])
-        table[f"{m} ci_high"] = interval.map(lambda lh: lh[1])
+        single = table["n"] == 1
+        table[f"{m} ci_low"] = interval.map(lambda lh: lh[0]).where(
+            ~single, grouped[f"{m} own_low"].first()
+        )
+        table[f"{m} ci_high"] = interval.map(lambda lh: lh[1]).where(
+            ~single, grouped[f"{m} own_high"].first())  # fmt: skip
         counts = grouped[m].count()
         if (counts != table["n"]).any():
             table[f"{m} n"] = counts

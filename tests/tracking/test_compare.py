@@ -49,7 +49,8 @@ def _fabricate(uri: str, rows: list[tuple]) -> MlflowClient:
             run_tags["ecgx.sweep_id"] = sweep
         metrics = {"test/macro_auroc": auroc, "test/fmax_ptbxl": auroc - 0.1,
                    "test/loss": 1 - auroc, "test/auroc_NORM": auroc, "test/auroc_MI": auroc,
-                   "test/f1_tuned_MI": 0.5, "test/macro_auroc_ci_low": auroc - 0.05}  # fmt: skip
+                   "test/f1_tuned_MI": 0.5, "test/macro_auroc_ci_low": auroc - 0.05,
+                   "test/macro_auroc_ci_high": auroc + 0.03}  # fmt: skip
         client.log_batch(
             run_id,
             metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
@@ -97,6 +98,26 @@ def test_losses_sort_ascending_and_group_by_two_keys(store: str) -> None:
     assert table.iloc[0]["model"] == "imle_net" and table.iloc[0]["seed"] == "0"
 
 
+def test_interval_of_a_group_is_its_runs_own_or_over_seeds(store: str) -> None:
+    runs = search_runs(store, ["study-a"], sweep="sw1")
+    # One run per group: the bootstrap interval that run logged over its test records.
+    single = compare_table(runs, ["model", "seed"], ["test/macro_auroc"])
+    for _, row in single.iterrows():
+        (auroc,) = [r[4] for r in RUNS if r[2] == row["model"] and str(r[3]) == row["seed"]
+                    and r[1] == "sw1"]  # fmt: skip
+        assert row["test/macro_auroc ci_low"] == pytest.approx(auroc - 0.05)
+        assert row["test/macro_auroc ci_high"] == pytest.approx(auroc + 0.03)
+    # Several seeds: the Student-t interval of their mean (t(0.975, 2) = 4.303 for 3 runs).
+    pooled = compare_table(runs, ["model"], ["test/macro_auroc"]).set_index("model")
+    values = _auroc("ecgnet")
+    half = 4.302653 * statistics.stdev(values) / 3**0.5
+    assert pooled.loc["ecgnet", "test/macro_auroc ci_low"] == pytest.approx(
+        statistics.mean(values) - half, abs=1e-5
+    )
+    assert pooled.loc["ecgnet", "test/macro_auroc ci_high"] == pytest.approx(
+        statistics.mean(values) + half, abs=1e-5)  # fmt: skip
+
+
 def test_filters_experiment_sweep_tag_param_status(store: str) -> None:
     assert len(search_runs(store)) == 7  # every finished run of every experiment
     assert len(search_runs(store, ["study-b"])) == 1
@@ -118,8 +139,10 @@ def test_cli_filters_and_markdown(store: str, capsys: pytest.CaptureFixture) -> 
     main(["experiment=study-a,study-b", "param.seed=0", "tag.note=baseline", "format=markdown",
           f"tracking_uri={store}"])  # fmt: skip
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
-    assert lines[0] == "| group | n | test/macro_auroc | test/fmax_ptbxl | test/loss |"
-    assert lines[2] == "| all | 1 | 0.7000 | 0.6000 | 0.3000 |"  # no spread shown for one run
+    assert lines[0] == ("| group | n | test/macro_auroc | test/fmax_ptbxl | test/loss "
+                        "| test/macro_auroc 95% CI |")  # fmt: skip
+    # No spread for one run; its interval is its own bootstrap over test records.
+    assert lines[2] == "| all | 1 | 0.7000 | 0.6000 | 0.3000 | [0.6500, 0.7300] |"
 
     main(["--experiment", "study-a", "--sweep", "sw1", "model=ecgnet", "group_by=[model]",
           "metrics=test/macro_auroc", "format=markdown", "--tracking-uri", store])  # fmt: skip
