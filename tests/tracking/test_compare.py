@@ -251,5 +251,6 @@ def test_model_cost_of_a_small_net() -> None:
     # 2 FLOPs per multiply-add: the convolution's and the linear layer's (bias adds not counted).
     assert cost["cost/flops_per_sample"] == 2 * (12 * 3 * 4 * 98 + 4 * 98 * 5)
     assert 0 < cost["cost/checkpoint_mb"] < 0.1
-    assert cost["cost/inference_ms_per_record"] > 0 and cost["cost/inference_batch"] == 32
+    # 32 records, fewer when the machine is so busy that 32 would not fit the time budget.
+    assert cost["cost/inference_ms_per_record"] > 0 and 1 <= cost["cost/inference_batch"] <= 32
     assert net.training  # left in the mode it was given in
