@@ -127,7 +127,7 @@ def compose_experiment(
             f"tracking_uri=sqlite:///{smoke_store / 'mlflow.db'}",
             *(["debug=smoke"] if smoke else []),
             # Smoke runs never resume: one checkpoint per run, not two (ResNet101-1D's is 600 MB)
-            *(["callbacks.model_checkpoint.save_last=false"] if smoke else []),
+            *(["callbacks.last_checkpoint=null"] if smoke else []),
         ]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=True)

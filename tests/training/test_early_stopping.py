@@ -60,3 +60,8 @@ def test_a_run_whose_monitor_stops_improving_ends_early_and_tests_the_best(compo
     assert all(torch.equal(probe.tested[k], best[k]) for k in best)
     # The weights at the end of training are not those tested: training went on after the best.
     assert not all(torch.equal(probe.final[k], best[k]) for k in best)
+    # last.ckpt, what resume=true continues from, is the last epoch's, not the best's.
+    last = torch.load(Path(probe.best_path).with_name("last.ckpt"), map_location="cpu",
+                      weights_only=True)  # fmt: skip
+    assert last["epoch"] == len(history)
+    assert all(torch.equal(probe.final[k], last["state_dict"][k]) for k in best)
