@@ -167,6 +167,19 @@ def test_records_of_varying_length_are_batched_one_by_one(tmp_path) -> None:
     assert batch["signal"].shape == (3, 12, 400) and batch["index"].tolist() == [5, 0, 3]
     assert (batch["signal"] != 0).sum(dim=(1, 2)).tolist() == [12 * 400, 12 * 300, 12 * 400]
 
+    # The uncropped test view (module.test_windows): each record whole, zeros after its end in
+    # one batch, its length beside it; the extras of the model ride along.
+    whole = ECGDataset(cache, np.arange(6), np.eye(6, dtype=np.float32), pipeline.uncropped(),
+                       train=False, extras={"demographics": np.arange(12.0).reshape(6, 2)})  # fmt: skip
+    batch = collate(whole.__getitems__([5, 0, 3]))
+    assert batch["length"].tolist() == [550, 300, 450] and batch["signal"].shape == (3, 12, 550)
+    for b, j in enumerate([5, 0, 3]):
+        n = 300 + 50 * j
+        own = pipeline.normalize(cache[j])
+        np.testing.assert_allclose(batch["signal"][b, :, :n].numpy(), own, rtol=1e-6)
+        assert (batch["signal"][b, :, n:] == 0).all()
+    assert batch["demographics"].tolist() == [[10.0, 11.0], [0.0, 1.0], [6.0, 7.0]]
+
 
 def test_fit_streams_the_train_split_with_the_previous_statistics(compose_train) -> None:
     from ecgx.transforms.signal import MinMax, Standardize
