@@ -94,6 +94,10 @@ def _label_matrix(y: np.ndarray) -> np.ndarray:
     z = np.asarray(y) > 0
     if z.ndim == 1:
         z = z[:, None]
+    if z.shape[1] == 0:
+        # No classes (an unlabelled set for pretraining): one class every record has, so the
+        # draws are plain random ones of the right sizes (patients still kept whole).
+        z = np.ones((len(z), 1), dtype=bool)
     if z.shape[1] < 2:
         z = np.column_stack([z, ~z.any(axis=1)])
     return z
