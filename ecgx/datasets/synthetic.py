@@ -68,6 +68,10 @@ PTBXL_COLUMNS = (
     "filename_hr",
 )
 DATABASE_CSV = "ptbxl_database.csv"
+# Where each class's signature lies, written beside the records (see _ground_truth_strength).
+GROUND_TRUTH = "ground_truth.npz"
+GROUND_TRUTH_CLASSES = ("MI", "STTC", "CD", "HYP")
+GROUND_TRUTH_SEGMENTS = ("P", "PR", "QRS", "ST", "T", "TP")  # ecgx's delineation segments
 STATEMENTS_CSV = "scp_statements.csv"
 
 STATEMENT_COLUMNS = (
@@ -386,7 +390,7 @@ def _write_dataset(folder: Path, n_records: int, seed: int, rates: tuple[int, ..
     meta_seq, signal_seq = seq.spawn(2)
     meta_rng = np.random.default_rng(meta_seq)
     cohort = _draw_cohort(meta_rng, n_records)
-    model = _build_beat_model(meta_rng, cohort)
+    model, strength = _build_beat_model(meta_rng, cohort)
     noise = _draw_noise_profile(meta_rng, n_records)
     chunk_seqs = signal_seq.spawn((n_records + _CHUNK - 1) // _CHUNK)
     for i, start in enumerate(range(0, n_records, _CHUNK)):
@@ -395,6 +399,10 @@ def _write_dataset(folder: Path, n_records: int, seed: int, rates: tuple[int, ..
         leads = _synthesise(rng, model.take(rows), noise.take(rows))
         _write_records(folder, rows + 1, leads, rates)
     _write_statements(folder / STATEMENTS_CSV)
+    np.savez_compressed(folder / GROUND_TRUTH, ecg_id=np.arange(1, n_records + 1),
+                        classes=np.array(GROUND_TRUTH_CLASSES), leads=np.array(LEADS),
+                        segments=np.array(GROUND_TRUTH_SEGMENTS),
+                        strength=strength.astype(np.float32))  # fmt: skip
     table = _database_table(meta_rng, cohort, model, noise)
     table.to_csv(folder / DATABASE_CSV, index=False, lineterminator="\n")
 
@@ -762,7 +770,9 @@ def _add_normal_variants(rng: np.random.Generator, m: _BeatModel) -> None:
     _set_r_prime(m, r_prime, np.full(n, 0.036), np.full(n, 0.009), rng.uniform(0.04, 0.12, n))
 
 
-def _build_beat_model(rng: np.random.Generator, cohort: _Cohort) -> _BeatModel:
+def _build_beat_model(rng: np.random.Generator, cohort: _Cohort) -> tuple[_BeatModel, np.ndarray]:
+    """The per-record beat model, and the ground truth of where each superclass changed it:
+    (records, GROUND_TRUTH_CLASSES, leads, GROUND_TRUTH_SEGMENTS), see _ground_truth_strength."""
     anatomy = _draw_anatomy(rng, cohort.patient_ids.size)
     anatomy = {k: v[cohort.patient] for k, v in anatomy.items()}
     m = _normal_model(rng, anatomy)
@@ -774,23 +784,79 @@ def _build_beat_model(rng: np.random.Generator, cohort: _Cohort) -> _BeatModel:
     }
     # Order matters where findings overlap: hypertrophy and conduction shape the QRS that an
     # infarct then erodes, and ischaemia acts on whatever repolarisation is left.
+    # Each superclass's findings are applied together, with the waves kept before and after
+    # them: their difference is that class's signature in this record.
+    changes: dict[str, tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] = {}
+
+    def waves() -> tuple[np.ndarray, ...]:
+        return m.center.copy(), m.width.copy(), m.vec.copy()
+
+    before = waves()
     _apply_lvh(rng, m, k["LVH"])
+    changes["HYP"], before = (before, waves()), waves()
     _apply_lafb(m, k["LAFB"])
     _apply_crbbb(m, k["CRBBB"])
     _apply_irbbb(m, k["IRBBB"])
     _apply_clbbb(m, k["CLBBB"])
     _apply_avb1(m, k["1AVB"])
+    changes["CD"], before = (before, waves()), waves()
     for code in ("IMI", "ILMI", "ASMI", "AMI", "ALMI", "LMI"):
         _apply_mi(m, code, k[code], cohort.acute_mi)
+    changes["MI"], before = (before, waves()), waves()
     for code in ("NDT", "NST_", "ISC_", "ISCAL", "ISCIN"):
         _apply_sttc(m, code, k[code])
+    changes["STTC"] = (before, waves())
     # A wider QRS delays repolarisation a little.
     m.center[:, _T] += 0.5 * (m.width[:, _R] - 0.0095)
     # Finally the heart's tilt in the chest, shared by every wave.
     tilt = anatomy["tilt"]
-    m.vec = _rotate(m.vec, _rot_x(tilt[:, 0]) @ _rot_y(tilt[:, 1]))
+    rot = _rot_x(tilt[:, 0]) @ _rot_y(tilt[:, 1])
+    m.vec = _rotate(m.vec, rot)
     m.vec *= anatomy["gain"][:, None, None]
-    return m
+    strength = np.stack([_ground_truth_strength(m, *changes[c], rot, anatomy["gain"])
+                         for c in GROUND_TRUTH_CLASSES], axis=1)  # fmt: skip
+    return m, strength
+
+
+# Which delineation segment each wave lies in (a moved P wave also lengthens PR).
+_WAVE_SEGMENTS = {_P: ("P", "PR"), _ST: ("ST",), _T: ("T",), **{w: ("QRS",) for w in _QRS}}
+
+
+def _ground_truth_strength(
+    m: _BeatModel,
+    before: tuple[np.ndarray, ...],
+    after: tuple[np.ndarray, ...],
+    rot: np.ndarray,
+    gain: np.ndarray,
+) -> np.ndarray:
+    """(records, leads, segments): the RMS change (mV·√s per beat) that a class's findings make
+    to each lead's waves, by the segment each wave lies in.
+
+    Each wave is a Gaussian a·exp(−(t−c)²/2s²) with a = lead vector · dipole, so the energy of
+    the difference of the wave before and after, ∫(a₁g₁ − a₂g₂)², has a closed form:
+    ∫g_i g_j = √(2π)·s_i·s_j/√(s_i²+s_j²)·exp(−(c_i−c_j)²/2(s_i²+s_j²)).
+    """
+    electrodes = np.concatenate([np.broadcast_to(_LIMB_ELECTRODES, (m.hr.size, 3, 3)),
+                                 m.chest], axis=1)  # fmt: skip
+    lead_vec = _ELECTRODES_TO_LEADS @ electrodes  # (n, 12, 3)
+
+    def amplitude(vec: np.ndarray) -> np.ndarray:  # (n, W, 3) -> (n, 12, W), final frame
+        return np.einsum("nld,nwd->nlw", lead_vec, _rotate(vec, rot) * gain[:, None, None])
+
+    def overlap(s1: np.ndarray, s2: np.ndarray, d: np.ndarray) -> np.ndarray:
+        v = s1**2 + s2**2
+        return (np.sqrt(2 * np.pi) * s1 * s2 / np.sqrt(v) * np.exp(-(d**2) / (2 * v)))[:, None]
+
+    (c1, s1, v1), (c2, s2, v2) = before, after
+    a1, a2 = amplitude(v1), amplitude(v2)
+    energy = (a1**2 * overlap(s1, s1, 0 * c1) + a2**2 * overlap(s2, s2, 0 * c2)
+              - 2 * a1 * a2 * overlap(s1, s2, c1 - c2))  # fmt: skip
+    energy = np.maximum(energy, 0.0)  # rounding of an unchanged wave
+    out = np.zeros((m.hr.size, len(LEADS), len(GROUND_TRUTH_SEGMENTS)))
+    for wave, segments in _WAVE_SEGMENTS.items():
+        for segment in segments:
+            out[:, :, GROUND_TRUTH_SEGMENTS.index(segment)] += energy[:, :, wave]
+    return np.sqrt(out)
 
 
 # =============================================================================================

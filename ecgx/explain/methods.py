@@ -13,11 +13,15 @@ Which models a method supports, and why:
   nonlinearity *modules*. A ReLU called through ``torch.nn.functional`` is invisible to them,
   and a ReLU module called twice in one forward shares one hook state, so their rules would
   silently not apply; :func:`relu_usage` detects both and the methods refuse such models.
-- LRP propagates relevance layer by layer and needs every operation to be a module with a rule:
-  residual additions, concatenations and recurrent layers are functional or unsupported in
-  captum, so LRP supports plain feed-forward stacks only (models that set
-  ``lrp_compatible = True``, e.g. the XAI4ECG LeNet), after merging BatchNorm into the
-  preceding convolution as the seed's canonizer does.
+- LRP (captum's, epsilon rule) propagates relevance layer by layer: every operation that mixes
+  values must be a module with a rule. ecgx's residual sums are :class:`~ecgx.models.layers.Add`
+  modules (captum's rule for a sum splits relevance between its terms by their share), and
+  what runs between modules may only route values (concatenation, reshaping, zero padding,
+  max-pooling). :func:`lrp_blockers` checks that on one forward; models with recurrent layers,
+  attention, squeeze-excitation gates (a product of two signals) or functional arithmetic are
+  refused by name, since captum has no rule for them (zennit, which has canonizers for some,
+  does not import here: it needs torchvision). BatchNorm is merged into a preceding
+  convolution in a Sequential, as the XAI4ECG seed's canonizer does; others get the rule.
 """
 
 from __future__ import annotations
@@ -372,7 +376,9 @@ class GuidedGradCAM(GradCAM):
 
 class LRP(Method):
     """Layer-wise relevance propagation with the epsilon rule (ε = 1e-3, XAI4ECG's choice) on
-    a copy of the model whose BatchNorms are merged into the preceding convolutions."""
+    a copy of the model whose BatchNorms are merged into the preceding convolutions. Supports
+    feed-forward, residual (with :class:`~ecgx.models.layers.Add`) and concatenating models;
+    see :func:`lrp_blockers` for what is refused."""
 
     multiplies_by_inputs = True
 
@@ -382,11 +388,12 @@ class LRP(Method):
         self._lrp_model: nn.Module | None = None
 
     def check(self, inputs: torch.Tensor) -> None:
-        if not getattr(self.model, "lrp_compatible", False):
+        blockers = lrp_blockers(self.model, inputs)
+        if blockers:
             raise UnsupportedModelError(
                 f"lrp does not support {type(self.model).__name__}: captum's LRP has no rule "
-                f"for its residual additions, concatenations or recurrent layers (only plain "
-                f"feed-forward stacks such as xai_lenet are supported)"
+                f"for {', '.join(blockers)} (supported: convolutions, linear, BatchNorm, "
+                f"pooling, ReLU, residual Add modules, concatenation)"
             )
         self._lrp_model = _lrp_copy(self.model, self.epsilon)
 
@@ -397,9 +404,73 @@ class LRP(Method):
         return attr.LRP(self._lrp_model).attribute(x, target=target)
 
 
+#: leaf modules captum's LRP handles with the epsilon rule or passes relevance through
+_LRP_LEAVES = (
+    nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool1d,
+    nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten,
+    nn.Sequential,  # an empty one: the identity
+)  # fmt: skip
+#: operations between modules that only move values (their gradient routes relevance
+#: unchanged, which is what LRP does with them); anything else would scale or copy it
+_LRP_ROUTING = frozenset({
+    "cat", "concat", "stack", "flatten", "reshape", "view", "transpose", "permute", "squeeze",
+    "unsqueeze", "contiguous", "pad", "__getitem__", "dim", "size", "__get__", "amax", "max",
+    "max_pool1d", "max_pool2d", "new_zeros", "split", "chunk", "clone",
+})  # fmt: skip
+
+
+def lrp_blockers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
+    """What in one forward of ``model`` captum's LRP has no rule for: leaf modules of other
+    types (LSTM, attention, Sigmoid gates, ...) unless they declare ``lrp_rule = "epsilon"``
+    (ecgx's weightless residual sums and shortcuts), and arithmetic between modules (a
+    functional ``+`` or ``*``), each named once."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    blockers = sorted({type(m).__name__ for m in leaves
+                       if not isinstance(m, _LRP_LEAVES) and _declared_rule(m) != "epsilon"})  # fmt: skip
+    inside = [0]
+    functional: Counter[str] = Counter()
+
+    class _Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = getattr(func, "__name__", str(func))
+            if not inside[0] and name not in _LRP_ROUTING:
+                functional[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    def pre(module: nn.Module, _: Any) -> None:
+        inside[0] += 1
+
+    def post(module: nn.Module, _: Any, __: Any) -> None:
+        inside[0] -= 1
+
+    handles = [m.register_forward_pre_hook(pre) for m in leaves]
+    handles += [m.register_forward_hook(post) for m in leaves]
+    try:
+        with torch.no_grad(), _Spy():
+            model(inputs[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return blockers + [f"functional {name} ({n}x)" for name, n in sorted(functional.items())]
+
+
+def _declared_rule(module: nn.Module) -> str | None:
+    return getattr(module, "lrp_rule", None)
+
+
+def _copying(forward: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        return out.clone() if any(out is a for a in args) else out
+
+    return call
+
+
 def _lrp_copy(model: nn.Module, epsilon: float) -> nn.Module:
     """A deep copy with each Conv→BN pair of a Sequential fused into one convolution (the BN
-    dropped, as the seed's canonizer does) and the epsilon rule on every linear layer."""
+    dropped, as the seed's canonizer does), identities as pass-through layers, and the epsilon
+    rule on every other layer."""
     from collections import OrderedDict
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -422,6 +493,11 @@ def _lrp_copy(model: nn.Module, epsilon: float) -> nn.Module:
             del parent._modules[name]
         for name, child in kept.items():
             parent.add_module(name, child)
+    # A layer that returns its input tensor itself (an identity, a stride-1 shortcut) would have
+    # captum hook one tensor as both its input and its output: such layers return a copy.
+    for module in net.modules():
+        if not list(module.children()) and not isinstance(module, nn.ReLU | nn.Dropout):
+            module.forward = _copying(module.forward)
     _epsilon_rules(net, epsilon)
     return net
 
@@ -431,7 +507,7 @@ def _epsilon_rules(net: nn.Module, epsilon: float) -> None:
 
     for module in net.modules():
         # ReLU / Dropout are captum's pass-through layers; everything else with no children is
-        # linear in its input (conv, linear, pooling, remaining BN) and gets the epsilon rule.
+        # linear in its input (conv, linear, pooling, remaining BN, Add) and gets the rule.
         if not list(module.children()) and not isinstance(module, nn.ReLU | nn.Dropout):
             module.rule = EpsilonRule(epsilon=epsilon)
 

@@ -186,9 +186,20 @@ def explain(
 
     if (is_signal or chart is not None) and node.get("population", True):
         _plot_population(result, a_leads, leads, names, out_dir)
-    if is_signal and node.get("glocal", True):
+    truth = _ground_truth(node, datamodule) if is_signal else None
+    masks = None
+    if is_signal and (node.get("glocal", True) or truth is not None):
         masks = _segment_masks(node, ids, raw, fs)
+    if is_signal and node.get("glocal", True):
         result.metrics.update(_glocal(a, masks, leads, name, out_dir, result.files))
+    if truth is not None:
+        from ecgx.explain.ground_truth import graded_map, scores
+
+        strength = truth.lead_segment(ids, [names[t] for t in result.targets])
+        graded = graded_map(strength, masks)
+        result.metrics.update(scores(a, graded, float(node.get("ground_truth_threshold", 0.25))))
+    if is_signal and int(node.get("randomisation_steps", 4)) > 0 and not extras:
+        _randomisation(result, node, net, batch, datamodule, seed)
     if extras and node.get("faithfulness", True):
         # Their perturbed batches mix records, which the held extras cannot follow.
         log.warning("faithfulness scores skipped: the model also takes %s", ", ".join(extras))
@@ -384,6 +395,47 @@ def _robustness(
     result.metrics["sensitivity_max"] = float(np.mean(sens))
 
 
+def _ground_truth(node: DictConfig, datamodule: Any) -> Any:
+    """The dataset's ground truth when ``ground_truth`` is ``auto`` and its root has one, or is
+    ``true``; None otherwise."""
+    from ecgx.explain import ground_truth
+
+    want = node.get("ground_truth", "auto")
+    if want not in ("auto", True, False):
+        raise ConfigValueError(f"explainer.ground_truth must be auto, true or false, got {want!r}")
+    root = getattr(getattr(datamodule, "dataset", None), "root", None)
+    if want is False or (
+        want == "auto" and (root is None or not (Path(root) / ground_truth.FILE).is_file())
+    ):
+        return None
+    if root is None:
+        raise ConfigValueError("explainer.ground_truth=true but the dataset has no root folder")
+    return ground_truth.load(root)
+
+
+def _randomisation(
+    result: Explanation, node: DictConfig, net: nn.Module, batch: _Attributed, datamodule: Any,
+    seed: int,
+) -> None:  # fmt: skip
+    """Cascading model randomisation on the first ``randomisation_records``: ρ after the output
+    layer alone and after every layer is randomised (both should be far below 1)."""
+    from ecgx.explain.ground_truth import cascading_randomisation
+
+    k = min(len(batch.x), int(node.get("randomisation_records", 8)))
+    x, targets = batch.x[:k], batch.targets[:k]
+    background = _background(datamodule, int(node.get("background", 32)), seed)
+
+    def attribute(model: nn.Module) -> torch.Tensor:
+        method: Method = instantiate(node.method)(model.eval())
+        if method.needs_background:
+            method.set_background(background)
+        return method.attribute(x, targets)
+
+    steps = cascading_randomisation(net, attribute, int(node.get("randomisation_steps", 4)), seed)
+    result.metrics["randomisation_top_layer"] = steps[0][1]
+    result.metrics["randomisation_all_layers"] = steps[-1][1]
+
+
 def _segment_masks(node: DictConfig, ids: list[str], raw: np.ndarray, fs: float) -> np.ndarray:
     """(B, 6, T) masks from ecgx's delineation, or the user's soft segmentations: files
     ``<segmentation_dir>/<record id>.npy|.npz`` ((samples, leads, classes) as XAI4ECG's, or
@@ -436,6 +488,41 @@ def log_explanation(client: Any, run_id: str, result: Explanation) -> None:
     for key, value in result.metrics.items():
         if np.isfinite(value):
             client.log_metric(run_id, f"explain/{result.name}/{key}", float(value))
+    _log_leaderboard(client, run_id)
+
+
+#: the leaderboard's columns: ground truth, sanity, faithfulness, robustness, cost
+LEADERBOARD = ("pointing_game", "relevance_mass", "chance_mass", "rank_correlation",
+               "randomisation_top_layer", "randomisation_all_layers", "deletion_auc",
+               "insertion_auc", "infidelity", "sensitivity_max", "seconds_per_record")  # fmt: skip
+
+
+def leaderboard(metrics: dict[str, float]) -> pd.DataFrame:
+    """Explainers of one run (rows) by their ``explain/<name>/<metric>`` scores, best relevance
+    mass first."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "explain" and parts[2] in LEADERBOARD:
+            rows.setdefault(parts[1], {})[parts[2]] = value
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(LEADERBOARD))
+    table.index.name = "explainer"
+    return table.sort_values("relevance_mass", ascending=False, na_position="last")
+
+
+def _log_leaderboard(client: Any, run_id: str) -> None:
+    """``explain/leaderboard.csv`` and ``.txt`` of every explainer logged to the run so far."""
+    from ecgx.tracking.mlflow_run import log_file
+
+    table = leaderboard(client.get_run(run_id).data.metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv, txt = Path(tmp) / "leaderboard.csv", Path(tmp) / "leaderboard.txt"
+        table.to_csv(csv)
+        txt.write_text(table.round(4).to_string() + "\n")
+        log_file(client, run_id, csv, "explain")
+        log_file(client, run_id, txt, "explain")
 
 
 def explain_and_log(

@@ -32,9 +32,6 @@ class ECGModel(nn.Module):
     #: dotted names of the classifier head's modules, the last one giving the logits: what
     #: stays trainable in head-only fine-tuning (``module.train_head_only``)
     head_modules: tuple[str, ...] = ("head",)
-    #: a plain feed-forward stack (no residual sums, concatenations or recurrences), so
-    #: captum's layer-wise relevance propagation has a rule for every step
-    lrp_compatible: bool = False
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.layers import downsample1d
+from ecgx.models.layers import Add, downsample1d
 
 
 class BasicBlock1d(nn.Module):
@@ -35,9 +35,10 @@ class BasicBlock1d(nn.Module):
         shortcut = downsample1d(c_in, c_out, stride)
         self.shortcut: nn.Module = nn.Identity() if shortcut is None else shortcut
         self.act = nn.ReLU(inplace=True)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
+        return self.act(self.add(self.body(x), self.shortcut(x)))
 
 
 class CompactResNet1d(ECGModel):
@@ -74,12 +75,16 @@ class CompactResNet1d(ECGModel):
                 blocks.append(BasicBlock1d(c, width, kernel_size, 2 if b == 0 else 1, dropout))
                 c = width
         self.stages = nn.Sequential(*blocks)
+        # Pooling as modules (not h.mean / h.amax): LRP redistributes relevance by each layer's
+        # rule, and a functional mean would spread it evenly instead of by contribution.
+        self.avg_pool = nn.AdaptiveAvgPool1d(1)
+        self.max_pool = nn.AdaptiveMaxPool1d(1)
         self.num_features = 2 * c
         self.head = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         h = self.stages(self.stem(x))
-        return torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)
+        return torch.cat([self.avg_pool(h).flatten(1), self.max_pool(h).flatten(1)], dim=1)
 
     def forward_head(self, features: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         return self.head(features)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
+from ecgx.models.layers import Add
 from ecgx.models.weights import checked_copy
 
 __all__ = ["ECGNet", "ECGNetResBlock", "load_original_state_dict"]
@@ -40,7 +41,11 @@ class ECGNetResBlock(nn.Module):
     ):
         super().__init__()
         self.bn1 = nn.BatchNorm1d(in_channels)
+        # One activation module per use: explainers that override a ReLU's backward (DeepLift,
+        # guided backprop) keep per-module state, which a reused module would share.
         self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
         self.bn2 = nn.BatchNorm1d(out_channels)
@@ -50,10 +55,10 @@ class ECGNetResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.dropout(self.relu(self.bn1(x))))
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        out = self.conv2(self.dropout(self.relu2(self.bn2(out))))
         if self.downsample is None:
-            return out + x
-        return self.maxpool(out) + self.downsample(x)
+            return self.add(out, x)
+        return self.add(self.maxpool(out), self.downsample(x))
 
 
 class ECGNet(ECGModel):
@@ -97,6 +102,7 @@ class ECGNet(ECGModel):
         )
         self.bn1 = nn.BatchNorm1d(planes)
         self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU()  # its own module (explainers keep state per module)
         self.conv1 = nn.Conv1d(planes, planes, fixed_kernel_size, stride=2, padding=2, bias=False)
 
         # The original pattern: block i widens by `planes` channels when (i + 1) % 4 == 0
@@ -152,7 +158,7 @@ class ECGNet(ECGModel):
         out = torch.cat([conv(x) for conv in self.parallel_conv], dim=2)
         out = self.conv1(self.relu(self.bn1(out)))
         out = self.block(out)
-        out = self.avgpool(self.relu(self.bn2(out))).flatten(1)
+        out = self.avgpool(self.relu2(self.bn2(out))).flatten(1)
         return torch.cat((out, self._last_hidden(x)), dim=1)
 
     def forward_head(self, features: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from ecgx.models.base import ECGModel
 from ecgx.models.layers import (
     KERAS_BN_EPS,
     KERAS_BN_MOMENTUM,
+    Add,
     KerasBiLSTM,
     SameConv1d,
     init_keras_default,
@@ -97,6 +98,11 @@ class BeatResidualBlock(nn.Module):
         self.conv2 = SameConv1d(out_channels, out_channels, kernel_size)
         self.shortcut = SameConv1d(in_channels, out_channels, 1, stride=2) if downsample else None
         self.bn2 = _keras_batch_norm(out_channels)
+        # ReLUs as modules, one per use: DeepLift and guided backprop override the backward of
+        # activation modules (a functional call is invisible to them).
+        self.relu1 = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A (N, C, L) view of channels-last memory (strides (L·C, 1, C)) unsqueezes to a
@@ -105,9 +111,9 @@ class BeatResidualBlock(nn.Module):
         x4 = x.unsqueeze(2)
         # In-place ReLUs: neither a convolution nor a sum needs its output for its backward,
         # and every avoided allocation here is one of up to 50 MB per training step.
-        y = self.conv2(self.bn1(F.relu(self.conv1(x4), inplace=True)))
+        y = self.conv2(self.bn1(self.relu1(self.conv1(x4))))
         identity = x4 if self.shortcut is None else self.shortcut(x4)
-        return self.bn2(F.relu(identity + y, inplace=True)).squeeze(2)
+        return self.bn2(self.relu2(self.add(identity, y))).squeeze(2)
 
 
 class BeatEncoder(nn.Module):
@@ -117,6 +123,7 @@ class BeatEncoder(nn.Module):
     def __init__(self, filters: Sequence[int], kernel_size: int = _KERNEL_SIZE):
         super().__init__()
         self.stem = SameConv1d(1, filters[0], kernel_size)
+        self.stem_relu = nn.ReLU(inplace=True)  # a module: see BeatResidualBlock
         blocks = []
         channels = filters[0]
         for stage, width in enumerate(filters):
@@ -130,7 +137,7 @@ class BeatEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, L) → (N, filters[-1], L'), the output in channels-last memory (its
         ``transpose(1, 2)`` is contiguous)."""
-        stem = F.relu(self.stem(x), inplace=True).unsqueeze(2)
+        stem = self.stem_relu(self.stem(x)).unsqueeze(2)
         stem = stem.contiguous(memory_format=torch.channels_last)
         return self.blocks(stem.squeeze(2))
 

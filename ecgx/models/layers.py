@@ -157,6 +157,8 @@ class BasicBlock1d(nn.Module):
         )
         self.bn1 = nn.BatchNorm1d(out_channels)
         self.relu = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)  # one module per use (explainers keep state per module)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=padding, bias=False)
         self.bn2 = nn.BatchNorm1d(out_channels)
@@ -170,7 +172,7 @@ class BasicBlock1d(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(out + identity)
+        return self.relu2(self.add(out, identity))
 
 
 # ------------------------------------------------------------------------------ Keras ports
@@ -197,6 +199,18 @@ def init_keras_default(module: nn.Linear | nn.Conv1d) -> None:
 def same_length(length: int, stride: int) -> int:
     """Output length of a TensorFlow "same" convolution or pooling: ceil(length / stride)."""
     return -(-length // stride)
+
+
+class Add(nn.Module):
+    """A residual sum as a module (no weights). Relevance propagation (LRP) needs every
+    operation that mixes values to be a module it can give a rule: a bare ``a + b`` would hand
+    the sum's whole relevance to both terms, doubling it at every block."""
+
+    #: LRP's epsilon rule is exact for it: relevance split between the terms by their share
+    lrp_rule = "epsilon"
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
 
 
 class SameConv1d(nn.Conv1d):

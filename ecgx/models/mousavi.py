@@ -100,6 +100,8 @@ class Mousavi(ECGModel):
         self.beat_encoder = nn.Sequential(*layers)
         self.rhythm_lstm = KerasBiLSTM(positions * channels, lstm_units)
         self.dense = nn.Linear(self.windows * 2 * lstm_units, dense_units)
+        # A module, not F.relu: DeepLift / guided backprop override activation modules only.
+        self.dense_relu = nn.ReLU()
         self.head = nn.Linear(dense_units, num_classes)
         # Keras Dense defaults, drawn once both layers exist (that order fixes seeded weights).
         for linear in (self.dense, self.head):
@@ -146,7 +148,7 @@ class Mousavi(ECGModel):
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         rhythm = self.rhythm_lstm(self.encode_beats(x))
         # Flatten step by step, forward then backward units within a step (Keras' layout).
-        return F.relu(self.dense(rhythm.reshape(rhythm.shape[0], -1)))
+        return self.dense_relu(self.dense(rhythm.reshape(rhythm.shape[0], -1)))
 
     def forward_head(self, features: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         return self.head(features)

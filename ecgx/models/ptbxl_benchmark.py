@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.layers import conv_bn1d, downsample1d
+from ecgx.models.layers import Add, conv_bn1d, downsample1d
 
 __all__ = [
     "AdaptiveConcatPool1d",
@@ -115,9 +115,10 @@ class XResBlock(nn.Module):
             idpath.insert(0, nn.AvgPool1d(2, ceil_mode=True))
         self.idpath = nn.Sequential(*idpath)
         self.act = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.convs(x) + self.idpath(x))
+        return self.act(self.add(self.convs(x), self.idpath(x)))
 
 
 class XResNet1d101(ECGModel):
@@ -256,9 +257,10 @@ class InceptionShortcut1d(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, 1, bias=False)
         self.bn = nn.BatchNorm1d(out_channels)
         self.act = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return self.act(out + self.bn(self.conv(residual)))
+        return self.act(self.add(out, self.bn(self.conv(residual))))
 
 
 class Inception1d(ECGModel):
@@ -356,6 +358,8 @@ class WangBasicBlock(nn.Module):
         )
         self.bn1 = nn.BatchNorm1d(planes)
         self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU()  # one module per use (explainers keep state per module)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.conv2 = nn.Conv1d(planes, planes, k2, padding=(k2 - 1) // 2, bias=False)
         self.bn2 = nn.BatchNorm1d(planes)
         self.downsample = downsample1d(in_channels, planes, stride)
@@ -363,7 +367,7 @@ class WangBasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
         residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + residual)
+        return self.relu2(self.add(out, residual))
 
 
 class ResNet1dWang(ECGModel):

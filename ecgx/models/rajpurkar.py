@@ -25,6 +25,7 @@ from torch import nn
 
 from ecgx.models.base import ECGModel
 from ecgx.models.layers import (
+    Add,
     SameConv1d,
     init_keras_default,
     keras_batch_norm1d,
@@ -70,6 +71,26 @@ def same_max_pool1d(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.max_pool1d(x, size, stride=size, ceil_mode=True)
 
 
+class MaxPoolShortcut(nn.Module):
+    """The block's shortcut: "same" max-pool by the stride, then zero channels appended when
+    the block widens. A module (no weights) so LRP treats it as one layer: the block's input
+    also feeds a convolution, and relevance routed back through a functional pool would be
+    scaled by that input a second time."""
+
+    lrp_rule = "epsilon"
+
+    def __init__(self, stride: int, extra_channels: int) -> None:
+        super().__init__()
+        self.stride, self.extra_channels = stride, extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = same_max_pool1d(x, self.stride)
+        if self.extra_channels:
+            # The original concatenates zeros_like(shortcut): new channels carry no identity.
+            shortcut = F.pad(shortcut, (0, 0, 0, self.extra_channels))
+        return shortcut
+
+
 class RajpurkarBlock(nn.Module):
     """One pre-activation residual block of the original.
 
@@ -98,18 +119,21 @@ class RajpurkarBlock(nn.Module):
         self.bn0 = keras_batch_norm1d(in_channels) if preactivate else None
         self.conv1 = _he_normal_conv(in_channels, out_channels, kernel_size, stride)
         self.bn1 = keras_batch_norm1d(out_channels)
+        # ReLUs as modules, one per use: DeepLift and guided backprop override the backward of
+        # activation modules (a functional call is invisible to them).
+        self.relu0 = nn.ReLU() if preactivate else None
+        self.relu1 = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
+        self.shortcut = MaxPoolShortcut(stride, self.extra_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _he_normal_conv(out_channels, out_channels, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = same_max_pool1d(x, self.stride)
-        if self.extra_channels:
-            # The original concatenates zeros_like(shortcut): new channels carry no identity.
-            shortcut = F.pad(shortcut, (0, 0, 0, self.extra_channels))
-        y = x if self.bn0 is None else F.relu(self.bn0(x))
+        shortcut = self.shortcut(x)
+        y = x if self.bn0 is None else self.relu0(self.bn0(x))
         y = self.conv1(y)
-        y = self.conv2(self.dropout(F.relu(self.bn1(y))))
-        return shortcut + y
+        y = self.conv2(self.dropout(self.relu1(self.bn1(y))))
+        return self.add(shortcut, y)
 
 
 class Rajpurkar(ECGModel):
@@ -145,6 +169,7 @@ class Rajpurkar(ECGModel):
 
         self.stem = _he_normal_conv(in_channels, start_filters, kernel_size)
         self.stem_bn = keras_batch_norm1d(start_filters)
+        self.stem_relu = nn.ReLU()
         blocks = []
         channels, length = start_filters, input_length
         for index, stride in enumerate(strides):
@@ -183,7 +208,7 @@ class Rajpurkar(ECGModel):
 
     def forward_features(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        y = self.blocks(F.relu(self.stem_bn(self.stem(x))))
+        y = self.blocks(self.stem_relu(self.stem_bn(self.stem(x))))
         y = self.final_relu(self.final_bn(y))
         # Keras flattens its channel-last map step by step, channels fastest.
         return y.transpose(1, 2).reshape(y.shape[0], -1)

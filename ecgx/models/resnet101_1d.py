@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.layers import downsample1d, resnet_stem1d
+from ecgx.models.layers import Add, downsample1d, resnet_stem1d
 from ecgx.models.weights import checked_copy
 
 __all__ = ["Bottleneck1d", "ResNet101_1d", "load_original_state_dict"]
@@ -56,15 +56,18 @@ class Bottleneck1d(nn.Module):
         self.conv3 = nn.Conv1d(planes, out_channels, k3, padding=k3 // 2, bias=False)
         self.bn3 = nn.BatchNorm1d(out_channels)
         self.relu = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)  # one module per use (explainers keep state per module)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.dropout = nn.Dropout(dropout)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.dropout(self.relu(self.bn2(self.conv2(out))))
+        out = self.dropout(self.relu2(self.bn2(self.conv2(out))))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu3(self.add(out, identity))
 
 
 class ResNet101_1d(ECGModel):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ecgx.models.image import ImageModel
-from ecgx.models.layers import init_conv_norm
+from ecgx.models.layers import Add, init_conv_norm
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet2d", "ResNet18", "ResNet50"]
 
@@ -36,8 +36,10 @@ class BasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)  # one module per use (explainers keep state per module)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.downsample = downsample
         self.stride = stride
 
@@ -45,7 +47,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu2(self.add(out, identity))
 
 
 class Bottleneck(nn.Module):
@@ -66,15 +68,18 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)  # one module per use (explainers keep state per module)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
         self.downsample = downsample
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu3(self.add(out, identity))
 
 
 class ResNet2d(ImageModel):

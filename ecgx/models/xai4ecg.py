@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ecgx.models.base import ECGModel
-from ecgx.models.layers import downsample1d
+from ecgx.models.layers import Add, downsample1d
 
 __all__ = [
     "XAILeNet",
@@ -50,7 +50,6 @@ class XAILeNet(ECGModel):
     (the layer the seed's Guided Grad-CAM used), shaped (batch, 128, 5) at 250 samples."""
 
     head_modules = ("fc1", "fc2")
-    lrp_compatible = True
 
     input_shape = (12, 250)
     seed_num_classes = 5
@@ -141,13 +140,14 @@ class XAIResNetBottleneck(nn.Module):
         self.downsample = downsample1d(in_channels, out_channels, stride)
         # A separate ReLU per use (torchvision reuses one): each hooked module runs once.
         self.relu3 = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu3(out + shortcut)
+        return self.relu3(self.add(out, shortcut))
 
 
 class XAIResNet(ECGModel):
@@ -273,9 +273,10 @@ class XResBlock(nn.Module):
             shortcut["proj"] = ConvBNAct(in_channels, out_channels, 1, act=False)
         self.shortcut = nn.Sequential(shortcut)
         self.relu = nn.ReLU()
+        self.add = Add()  # the residual sum as a module (LRP gives it a rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.convs(x) + self.shortcut(x))
+        return self.relu(self.add(self.convs(x), self.shortcut(x)))
 
 
 class XAIXResNet1d50(ECGModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -77,8 +78,22 @@ def test_train_explains_at_the_end_and_ecgx_explain_adds_to_the_run(compose_trai
         assert 0 <= tcav.metrics[f"{concept}/stages/p_value"] <= 1
     logged = {a.path for a in client.list_artifacts(run_id, "explain/tcav")}
     assert {"explain/tcav/tcav.csv", "explain/tcav/tcav_scores.png"} <= logged
-    with pytest.raises(ConfigValueError, match="lrp does not support CompactResNet1d"):
-        explain_run(compose_train(f"run_id={run_id}", "explainer=lrp", config="explain"))
+    # LRP runs on the residual default model; every explainer is scored against the synthetic
+    # set's ground truth and the run's leaderboard lists them all.
+    lrp = explain_run(compose_train(f"run_id={run_id}", "explainer=lrp", "explainer.records=12",
+                                    "explainer.target='true'", "explainer.plots=0",
+                                    "explainer.sensitivity_records=0",
+                                    "explainer.randomisation_steps=2", config="explain"))  # fmt: skip
+    assert lrp.metrics["ground_truth_records"] > 0  # records whose true class has a signature
+    assert 0 < lrp.metrics["chance_mass"] < 1 and 0 <= lrp.metrics["pointing_game"] <= 1
+    assert -1 <= lrp.metrics["randomisation_all_layers"] <= 1
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["explain/lrp/relevance_mass"] == pytest.approx(lrp.metrics["relevance_mass"])
+    board = pd.read_csv(client.download_artifacts(run_id, "explain/leaderboard.csv"))
+    assert set(board.explainer) == {"saliency", "grad_cam", "lrp"}
+    row = board.set_index("explainer").loc["lrp"]
+    assert row.relevance_mass == pytest.approx(lrp.metrics["relevance_mass"])
+    assert row.deletion_auc == pytest.approx(lrp.metrics["deletion_auc"])
 
 
 def test_imle_net_attention_run_writes_the_three_levels(compose_train, tmp_path) -> None:
