@@ -36,6 +36,14 @@ def main(argv: list[str]) -> None:
     )
     insp.add_argument("--output", help="write the label matrix (or the file table) to this CSV")
     insp.add_argument("--fs", type=float, help="rate of files that carry none (.npy, .csv, .h5)")
+    deli = sub.add_parser(
+        "delineation",
+        help="score a P/QRS/T delineation against LUDB's cardiologists (onset/offset error in "
+        "ms, sensitivity, PPV per wave)",
+    )
+    deli.add_argument("root", help="a LUDB folder (<n>.hea/.dat and the per-lead annotations)")
+    deli.add_argument("--method", choices=["ecgx", "neurokit2", "both"], default="both")
+    deli.add_argument("--records", nargs="*", help="record names (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -65,5 +73,13 @@ def main(argv: list[str]) -> None:
             from ecgx.datasets.inspect import inspect
 
             print(inspect(args.overrides, args.output))
+        elif args.command == "delineation":
+            from ecgx.evaluation.delineation import score_ludb
+
+            methods = ["ecgx", "neurokit2"] if args.method == "both" else [args.method]
+            for method in methods:
+                print(
+                    f"{method}:\n{score_ludb(args.root, method, args.records).to_string(index=False)}"
+                )
     except EcgxError as err:
         sys.exit(f"ecgx data {args.command}: error: {err}")
