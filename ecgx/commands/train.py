@@ -87,6 +87,16 @@ def train(
                                    weights_only=True, verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in results[0].items()})
             run.log_file(best, "checkpoints")
+        if run.logger is not None and best and cfg.get("log_model", True):
+            from ecgx.deploy.pyfunc import log_model
+
+            _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule)
+            run.client.log_metric(run.run_id, "cost/log_model_seconds", seconds)
+            if cfg.get("register"):
+                from ecgx.deploy.registry import register
+
+                register(cfg.tracking_uri, run.run_id, str(cfg.register),
+                         cfg.get("register_alias") or None)  # fmt: skip
         if run.logger is not None and not run.has_param("cost/parameters"):  # write-once
             run.log_params(model_cost(net, datamodule))
         if trainer.is_global_zero:

@@ -1,0 +1,38 @@
+"""One smoke run shared by the deploy tests: trained at the synthetic set's 100 Hz without a
+Resample (so another rate is refused), its model logged and registered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from tests.conftest import composer
+
+REGISTERED = "ecg-smoke"
+
+
+@dataclass
+class TrainedRun:
+    compose: Callable[..., DictConfig]
+    client: MlflowClient
+    run_id: str
+    tracking_uri: str
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> TrainedRun:
+    from ecgx.commands.train import train
+
+    folder = tmp_path_factory.mktemp("deploy-run")
+    compose = composer(folder, synthetic_root)
+    cfg = compose("debug=smoke", "experiment_name=deploy", f"register={REGISTERED}")
+    train(cfg)
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("deploy").experiment_id])
+    return TrainedRun(compose, client, run.info.run_id, str(cfg.tracking_uri), folder)
