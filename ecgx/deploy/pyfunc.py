@@ -261,3 +261,53 @@ def log_model(client: Any, run_id: str, checkpoint_path: str | Path,
         contract = save(folder, checkpoint_path, metrics, datamodule, run_id)
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
     return contract, time.perf_counter() - start
+
+
+# -- a run's pipeline and contract, from any of the ways a command names a run ----------------
+def pipeline_and_contract(cfg: Any, command: str) -> tuple[Any, Contract]:
+    """The RunPipeline and contract of ``model_uri`` (a logged model) or of ``run_id`` /
+    ``checkpoint`` (+ ``config``), thresholds chosen as ``ecgx predict`` chooses them."""
+    from ecgx.commands.predict import RunPipeline, _thresholds
+    from ecgx.tracking.runs import load_checkpoint, load_run
+
+    if cfg.get("model_uri"):
+        logged = load(str(cfg.model_uri))
+        return logged.pipeline, logged.contract
+    run_cfg, ckpt_path = load_run(cfg, command)
+    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path))
+    thresholds, source = _thresholds(cfg, pipeline.class_names, pipeline.thresholds)
+    contract = Contract.of(pipeline, run_cfg, thresholds, source, cfg.get("run_id"))
+    return pipeline, contract
+
+
+def example_input(cfg: Any, pipeline: Any, contract: Contract) -> np.ndarray:
+    """An input for tracing an export: the logged model's input example (a real test record)
+    through :func:`ecgx.deploy.export.export_input`, else seeded random values of the model's
+    input shape."""
+    from ecgx.deploy.export import export_input, folded
+
+    uri = cfg.get("model_uri") or (f"runs:/{cfg.run_id}/{ARTIFACT_PATH}" if cfg.get("run_id")
+                                   else None)  # fmt: skip
+    if uri:
+        import mlflow
+        from mlflow.models import Model
+
+        try:
+            local = mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp())
+            example = Model.load(local).load_input_example(local)
+        except Exception as err:  # noqa: BLE001 - a run without a logged model: random input
+            log.info("no logged input example (%s): tracing on random values", err)
+            example = None
+        if isinstance(example, tuple):  # (data, params)
+            example = example[0]
+        if isinstance(example, Mapping) and "signal" in example:
+            signal = np.asarray(example["signal"], dtype=np.float32)[0]
+            full = np.zeros((len(LEADS), signal.shape[-1]), np.float32)
+            for name, lead in zip(contract.input_leads, signal):
+                full[LEADS.index(name)] = lead
+            record = Record("example", full, float(contract.fs or 0), LEADS)
+            return export_input(pipeline, record)
+    _, leads, _ = folded(pipeline)
+    shape = getattr(pipeline.net, "input_shape", None)
+    length = int(shape[-1]) if shape else 1000
+    return np.random.default_rng(0).normal(0, 0.2, (len(leads), length)).astype(np.float32)
