@@ -25,7 +25,7 @@ class TrainedRun:
     folder: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one training for every deploy test module
 def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> TrainedRun:
     from ecgx.commands.train import train
 

@@ -177,3 +177,26 @@ def _post(url: str, body: dict) -> dict:
                                      {"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=60) as answer:
         return json.loads(answer.read())
+
+
+@pytest.mark.slow
+def test_run_names_its_data_and_opens_as_model_training(trained_run: TrainedRun) -> None:
+    """The trained run's dataset input and data version, its experiment's kind for the MLflow
+    UI, and the registered name and data version as compare columns."""
+    from ecgx.tracking.compare import compare_table
+    from ecgx.tracking.lineage import DATA_VERSION_TAG
+
+    run = trained_run.client.get_run(trained_run.run_id)
+    experiment = trained_run.client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (entry,) = run.inputs.dataset_inputs
+    profile = json.loads(entry.dataset.profile)
+    assert profile["reader"] == "ptbxl" and profile["task"] == "superdiagnostic"
+    assert profile["n_records"] == {k: int(run.data.params[f"data/n_{k}"])
+                                    for k in ("train", "val", "test")}  # fmt: skip
+    assert run.data.params["data/digest"].startswith(entry.dataset.digest)
+    assert run.data.metrics["cost/log_model_seconds"] > 0
+    table = compare_table([run], group_by=[DATA_VERSION_TAG, "ecgx.registered_model"],
+                          metrics=["test/macro_auroc"])  # fmt: skip
+    assert table.iloc[0][DATA_VERSION_TAG] == run.data.params["data/digest"][:12]
+    assert table.iloc[0]["ecgx.registered_model"].startswith(f"{REGISTERED}/")
