@@ -90,7 +90,7 @@ def train(
         if run.logger is not None and best and cfg.get("log_model", True):
             from ecgx.deploy.pyfunc import log_model
 
-            _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule)
+            _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule, cfg)
             run.client.log_metric(run.run_id, "cost/log_model_seconds", seconds)
             if cfg.get("register"):
                 from ecgx.deploy.registry import register

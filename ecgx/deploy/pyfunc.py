@@ -10,6 +10,7 @@ is :class:`ecgx.commands.predict.RunPipeline`, so it predicts what ``ecgx predic
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ecgx.deploy.contract import Contract, check_targets
 from ecgx.errors import ConfigValueError, MissingPathError
@@ -146,10 +147,12 @@ def load(model_uri: str) -> EcgxPyfunc:
 
 # -- logging ------------------------------------------------------------------------------------
 def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float],
-         datamodule: Any = None, run_id: str | None = None) -> Contract:  # fmt: skip
+         datamodule: Any = None, run_id: str | None = None,
+         run_cfg: DictConfig | None = None) -> Contract:  # fmt: skip
     """Write the MLflow model of a run's best checkpoint into ``folder`` (new); ``metrics``
     are the run's test metrics (its tuned thresholds), ``datamodule`` gives the input
-    example (one test record)."""
+    example (one test record); ``run_cfg``, the run's config, saves parsing the checkpoint's
+    copy of it again."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -161,7 +164,7 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
     text = (checkpoint.get("ecgx") or {}).get("config")
     if not text:
         raise ConfigValueError(f"{checkpoint_path}: holds no run config (not an ecgx checkpoint)")
-    run_cfg = _config_from_text(text)
+    run_cfg = run_cfg if run_cfg is not None else _config_from_text(text)
     pipeline = RunPipeline(run_cfg, checkpoint)
     names = pipeline.class_names
     tuned = [metrics.get(f"test/threshold_{n}") for n in names]
@@ -210,7 +213,7 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
         signature=signature,
         input_example=input_example,
         # Listed, not inferred: inferring loads the model in a subprocess (seconds per run).
-        pip_requirements=_requirements(),
+        pip_requirements=list(_requirements()),
         metadata={
             "ecgx_contract": CONTRACT,
             "task": contract.task,
@@ -221,6 +224,7 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
     return contract
 
 
+@functools.cache  # reading package metadata costs ~0.1 s: once per process
 def _requirements() -> list[str]:
     out = []
     for name in REQUIREMENTS:
@@ -253,12 +257,13 @@ def example_record(datamodule: Any, contract: Contract) -> np.ndarray | None:
 
 
 def log_model(client: Any, run_id: str, checkpoint_path: str | Path,
-              metrics: Mapping[str, float], datamodule: Any = None) -> tuple[Contract, float]:  # fmt: skip
+              metrics: Mapping[str, float], datamodule: Any = None,
+              run_cfg: DictConfig | None = None) -> tuple[Contract, float]:  # fmt: skip
     """Log the run's pyfunc model under ``runs:/<run_id>/model``; (its contract, seconds)."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_PATH
-        contract = save(folder, checkpoint_path, metrics, datamodule, run_id)
+        contract = save(folder, checkpoint_path, metrics, datamodule, run_id, run_cfg)
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
     return contract, time.perf_counter() - start
 
