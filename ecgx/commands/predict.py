@@ -187,7 +187,7 @@ def predict_run(cfg: DictConfig) -> Predictions:
     if cfg.get("model_uri"):  # a logged or registered MLflow model: its own weights and contract
         from ecgx.deploy.pyfunc import load
 
-        logged = load(str(cfg.model_uri))
+        logged = load(str(cfg.model_uri), cfg.get("tracking_uri"))
         pipeline, used = logged.pipeline, str(cfg.model_uri)
         names = pipeline.class_names
         thresholds, source = _thresholds(cfg, names, logged.contract.thresholds, model=True)

@@ -87,7 +87,12 @@ def train(
                                    weights_only=True, verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in results[0].items()})
             run.log_file(best, "checkpoints")
-        if run.logger is not None and best and cfg.get("log_model", True):
+        if (
+            run.logger is not None
+            and best
+            and cfg.get("log_model", True)
+            and trainer.is_global_zero
+        ):
             from ecgx.deploy.pyfunc import log_model
 
             _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule, cfg)

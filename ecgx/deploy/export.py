@@ -167,7 +167,8 @@ def export_pipeline(pipeline: Any, contract: Contract, fmt: str, output: str | P
         "input": {"shape": ["records", len(leads), x.shape[-1] if not dynamic else "samples"],
                   "leads": leads, "fs": contract.fs, "units": "mV",
                   "extra_inputs": contract.extra_inputs,
-                  "before": "the offline transforms below, except a lead subset (folded in)",
+                  "before": "contract.offline (resample, filters, fixed length), a lead subset excepted "
+                  "(folded in), then contract.online_eval (e.g. a centre crop)",
                   "traced_length": int(x.shape[-1]), "other_lengths": dynamic},
         "folded": {"lead_selection": leads != contract.model_leads and not chart,
                    "normalize": contract.normalize, "temperature": contract.temperature,

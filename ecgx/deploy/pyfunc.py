@@ -133,16 +133,38 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> EcgxPyfunc
     return EcgxPyfunc(data_path)
 
 
-def load(model_uri: str) -> EcgxPyfunc:
+def load(model_uri: str, tracking_uri: str | None = None) -> EcgxPyfunc:
     """The ecgx model behind an MLflow model URI (``runs:/<id>/model``, ``models:/<name>@<alias>``
-    or a local folder), with its pipeline reachable (``ecgx predict model=...``)."""
+    or a local folder) of the store at ``tracking_uri`` (also its registry), with its pipeline
+    reachable (``ecgx predict model=...``)."""
     import mlflow
 
     try:
-        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tempfile.mkdtemp()))
+        uri = _registered_source(model_uri, tracking_uri) or model_uri
+        local = Path(mlflow.artifacts.download_artifacts(
+            uri, dst_path=tempfile.mkdtemp(), tracking_uri=tracking_uri))  # fmt: skip
     except Exception as err:  # MLflow raises several types for an unknown model
         raise MissingPathError(f"model={model_uri}: no such MLflow model ({err})") from err
     return EcgxPyfunc(local / "data" / DATA_DIR)
+
+
+def _registered_source(model_uri: str, tracking_uri: str | None) -> str | None:
+    """Where ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` of the registry at
+    ``tracking_uri`` points (MLflow resolves ``models:/`` against its process-wide registry)."""
+    if not model_uri.startswith("models:/") or not tracking_uri:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    ref = model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = ref.partition("/")
+        if not version.isdigit():  # models:/<name>/latest and stages: MLflow's own resolution
+            return None
+    return client.get_model_version_download_uri(name, version)
 
 
 # -- logging ------------------------------------------------------------------------------------
@@ -276,7 +298,7 @@ def pipeline_and_contract(cfg: Any, command: str) -> tuple[Any, Contract]:
     from ecgx.tracking.runs import load_checkpoint, load_run
 
     if cfg.get("model_uri"):
-        logged = load(str(cfg.model_uri))
+        logged = load(str(cfg.model_uri), cfg.get("tracking_uri"))
         return logged.pipeline, logged.contract
     run_cfg, ckpt_path = load_run(cfg, command)
     pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path))
@@ -298,7 +320,9 @@ def example_input(cfg: Any, pipeline: Any, contract: Contract) -> np.ndarray:
         from mlflow.models import Model
 
         try:
-            local = mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp())
+            uri = _registered_source(uri, cfg.get("tracking_uri")) or uri
+            local = mlflow.artifacts.download_artifacts(
+                uri, dst_path=tempfile.mkdtemp(), tracking_uri=cfg.get("tracking_uri"))  # fmt: skip
             example = Model.load(local).load_input_example(local)
         except Exception as err:  # noqa: BLE001 - a run without a logged model: random input
             log.info("no logged input example (%s): tracing on random values", err)

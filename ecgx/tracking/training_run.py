@@ -163,10 +163,11 @@ class TrackedRun:
         sizes["data/classes"] = ",".join(datamodule.class_names)
         for field, count in datamodule.extras_missing.items():  # the model's extra inputs
             sizes[f"data/n_missing_{field}"] = count
-        self.logger.log_hyperparams(sizes)
         from ecgx.tracking.lineage import data_version, log_dataset
 
+        # Before data/n_train, which marks this step done for a resumed run.
         log_dataset(self.client, self.run_id, data_version(datamodule))  # what it trained on
+        self.logger.log_hyperparams(sizes)
         with tempfile.TemporaryDirectory() as tmp:
             splits = Path(tmp) / "splits.csv"
             datamodule.split_table().to_csv(splits, index=False)

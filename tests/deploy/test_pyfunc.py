@@ -54,11 +54,20 @@ def test_logged_model_is_ecgx_predict_loaded_and_served(trained_run: TrainedRun,
     files = [a.path for a in run.client.list_artifacts(run.run_id, "model")]
     assert {"model/MLmodel", "model/data", "model/serving_input_example.json"} <= set(files)
     records = _real_records(tmp_path / "records")
+    # MLflow's own default store is another one: the commands use their tracking_uri.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
     expected = predict_run(run.compose(f"run_id={run.run_id}", f"input={tmp_path / 'records'}",
                                        "fs=100", f"output={tmp_path / 'p.csv'}",
                                        config="predict")).table.set_index("record_id")  # fmt: skip
+    # The registry: train ... register=<name> set the champion alias; ecgx predict follows it.
+    via_alias = predict_run(run.compose(f"model_uri=models:/{REGISTERED}@champion",
+                                        f"input={tmp_path / 'records'}", "fs=100",
+                                        f"output={tmp_path / 'alias.csv'}", config="predict"))  # fmt: skip
+    assert via_alias.threshold_source == "model"
+    np.testing.assert_allclose(_probs(via_alias.table.set_index("record_id").loc[expected.index]),
+                               _probs(expected), atol=1e-6)  # fmt: skip
 
-    mlflow.set_tracking_uri(run.tracking_uri)
+    mlflow.set_tracking_uri(run.tracking_uri)  # load_model reads runs:/ from the default store
     model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
     signature = model.metadata.signature
     assert signature.inputs.input_names() == ["signal"]
@@ -83,13 +92,6 @@ def test_logged_model_is_ecgx_predict_loaded_and_served(trained_run: TrainedRun,
     with pytest.raises(RecordError, match=r"lead order \['II', 'I'.* does not match"):
         model.predict({"signal": records["00001_lr"][None]}, params={"leads": swapped})
 
-    # The registry: train ... register=<name> set the champion alias; ecgx predict follows it.
-    via_alias = predict_run(run.compose(f"model_uri=models:/{REGISTERED}@champion",
-                                        f"input={tmp_path / 'records'}", "fs=100",
-                                        f"output={tmp_path / 'alias.csv'}", config="predict"))  # fmt: skip
-    assert via_alias.threshold_source == "model"
-    np.testing.assert_allclose(_probs(via_alias.table.set_index("record_id").loc[expected.index]),
-                               _probs(expected), atol=1e-6)  # fmt: skip
     version = register_run(run.compose(f"run_id={run.run_id}", f"name={REGISTERED}",
                                        "alias=staging", config="register"))  # fmt: skip
     assert int(version.version) == 2
