@@ -40,7 +40,7 @@ class FoldedModel(nn.Module):
                  temperature: torch.Tensor | None = None,
                  extra_inputs: tuple[str, ...] = ()) -> None:  # fmt: skip
         super().__init__()
-        self.net = net
+        self.net = net.requires_grad_(False)  # a traced graph for inference, no autograd
         self.task = task
         self.extra_inputs = tuple(extra_inputs)
         self.select = lead_index is not None

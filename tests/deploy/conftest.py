@@ -1,5 +1,6 @@
 """One smoke run shared by the deploy tests: trained at the synthetic set's 100 Hz without a
-Resample (so another rate is refused), its model logged and registered."""
+Resample (so another rate is refused), on a lead subset (so the logged model takes those leads
+alone and an export folds the selection in), its model logged and registered."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from tests.conftest import composer
 
 REGISTERED = "ecg-smoke"
+SUBSET = ["I", "II", "aVF", "V1", "V5"]
 
 
 @dataclass
@@ -31,7 +33,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) 
 
     folder = tmp_path_factory.mktemp("deploy-run")
     compose = composer(folder, synthetic_root)
-    cfg = compose("debug=smoke", "experiment_name=deploy", f"register={REGISTERED}")
+    subset = "{_target_:ecgx.transforms.signal.LeadSubset,leads:[" + ",".join(SUBSET) + "]}"
+    cfg = compose("debug=smoke", "experiment_name=deploy", f"register={REGISTERED}",
+                  f"transform.offline=[{subset}]")  # fmt: skip
     train(cfg)
     client = MlflowClient(cfg.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("deploy").experiment_id])

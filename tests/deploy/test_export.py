@@ -16,8 +16,9 @@ from ecgx.commands.predict import read_file
 from ecgx.deploy.export import export_input, support
 from ecgx.deploy.pyfunc import pipeline_and_contract
 from ecgx.errors import ConfigValueError
+from ecgx.formats.record import LEADS
 from tests.conftest import needs_samples
-from tests.deploy.conftest import TrainedRun
+from tests.deploy.conftest import SUBSET, TrainedRun
 from tests.deploy.test_pyfunc import CINC_500, WFDB_100
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) absent")
@@ -50,7 +51,9 @@ def test_exported_files_equal_eager_on_real_records(trained_run: TrainedRun,
 
     sidecar = json.loads(onnx.sidecar.read_text())
     assert sidecar["output"]["columns"] == [f"prob_{c}" for c in contract.class_names]
-    assert sidecar["input"]["fs"] == 100.0 and sidecar["input"]["leads"] == contract.input_leads
+    # The lead subset is folded in: the file takes the 12 leads and selects the model's.
+    assert sidecar["input"]["fs"] == 100.0 and sidecar["input"]["leads"] == list(LEADS)
+    assert sidecar["folded"]["lead_selection"] and contract.input_leads == SUBSET
     norm = sidecar["folded"]["normalize"]
     assert (
         norm["name"] == "Standardize" and norm["mean"] == pipeline.transform.normalize.mean.tolist()

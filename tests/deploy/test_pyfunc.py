@@ -25,7 +25,7 @@ from ecgx.deploy.contract import Contract
 from ecgx.deploy.registry import register_run
 from ecgx.formats.record import LEADS, RecordError
 from tests.conftest import ROOT, SAMPLES, needs_samples
-from tests.deploy.conftest import REGISTERED, TrainedRun
+from tests.deploy.conftest import REGISTERED, SUBSET, TrainedRun
 
 WFDB_100 = SAMPLES / "ptbxl" / "records100" / "00000" / "00001_lr.hea"  # WFDB, 100 Hz
 CINC_500 = SAMPLES / "cinc2020_cpsc" / "A0001.hea"  # CinC .hea + .mat, 500 Hz
@@ -40,6 +40,11 @@ def _real_records(folder: Path) -> dict[str, np.ndarray]:
     cinc = resample_poly(read_file(CINC_500).signal, 1, 5, axis=-1).astype(np.float32)
     np.save(folder / "A0001_100hz.npy", cinc)
     return {"00001_lr": read_file(WFDB_100).signal, "A0001_100hz": cinc}
+
+
+def _leads(signal: np.ndarray, names: list[str] = SUBSET) -> np.ndarray:
+    """The rows of the canonical 12-lead ``signal`` the model takes, as a batch of one."""
+    return signal[[LEADS.index(n) for n in names]][None]
 
 
 def _probs(table: pd.DataFrame) -> np.ndarray:
@@ -73,24 +78,24 @@ def test_logged_model_is_ecgx_predict_loaded_and_served(trained_run: TrainedRun,
     assert signature.inputs.input_names() == ["signal"]
     assert list(signature.inputs.inputs[0].shape) == [-1, -1, -1]
     params = {p.name: p.default for p in signature.params.params}
-    assert params == {"fs": 100.0, "leads": list(LEADS)}
+    assert params == {"fs": 100.0, "leads": SUBSET}  # the lead-subset model's own leads
     for name, signal in records.items():
-        got = model.predict({"signal": signal[None]})
+        got = model.predict({"signal": _leads(signal)})
         np.testing.assert_allclose(_probs(got)[0], _probs(expected.loc[[name]])[0], atol=1e-5)
         labels = expected.loc[[name]].filter(like="label_").to_numpy(dtype=int)
         assert (got.filter(like="label_").to_numpy() == labels).all()
 
     # Refused, naming what is wrong: the CinC record at its own 500 Hz, a missing lead, leads in
     # another order.
-    cinc_500 = read_file(CINC_500).signal[None]
+    cinc_500 = _leads(read_file(CINC_500).signal)
     with pytest.raises(RecordError, match=r"fs=500 Hz, but the model was trained at 100 Hz"):
         model.predict({"signal": cinc_500}, params={"fs": 500.0})
-    no_v6 = [n for n in LEADS if n != "V6"]
-    with pytest.raises(RecordError, match=r"missing leads \['V6'\]"):
-        model.predict({"signal": records["00001_lr"][None, :11]}, params={"leads": no_v6})
-    swapped = ["II", "I", *LEADS[2:]]
+    no_v5 = SUBSET[:-1]
+    with pytest.raises(RecordError, match=r"missing leads \['V5'\]"):
+        model.predict({"signal": _leads(records["00001_lr"], no_v5)}, params={"leads": no_v5})
+    swapped = ["II", "I", *SUBSET[2:]]
     with pytest.raises(RecordError, match=r"lead order \['II', 'I'.* does not match"):
-        model.predict({"signal": records["00001_lr"][None]}, params={"leads": swapped})
+        model.predict({"signal": _leads(records["00001_lr"], swapped)}, params={"leads": swapped})
 
     version = register_run(run.compose(f"run_id={run.run_id}", f"name={REGISTERED}",
                                        "alias=staging", config="register"))  # fmt: skip
@@ -105,7 +110,7 @@ def test_logged_model_is_ecgx_predict_loaded_and_served(trained_run: TrainedRun,
     # Served by MLflow on 127.0.0.1 (a fresh process that loads the model itself).
     with _served(f"runs:/{run.run_id}/model", run.tracking_uri) as url:
         for name, signal in records.items():
-            answer = _post(url, {"inputs": {"signal": signal[None].tolist()}})
+            answer = _post(url, {"inputs": {"signal": _leads(signal).tolist()}})
             served = pd.DataFrame(answer["predictions"])
             np.testing.assert_allclose(_probs(served)[0], _probs(expected.loc[[name]])[0],
                                        atol=1e-5)  # fmt: skip
