@@ -97,9 +97,13 @@ def train(
 
             _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule, cfg)
             run.client.log_metric(run.run_id, "cost/log_model_seconds", seconds)
-            if cfg.get("register"):
-                from ecgx.deploy.registry import register
+            from ecgx.deploy.registry import REGISTERED_TAG, register
 
+            # A resumed run that registered before it was killed keeps its one version.
+            if (
+                cfg.get("register")
+                and REGISTERED_TAG not in run.client.get_run(run.run_id).data.tags
+            ):
                 register(cfg.tracking_uri, run.run_id, str(cfg.register),
                          cfg.get("register_alias") or None)  # fmt: skip
         if run.logger is not None and not run.has_param("cost/parameters"):  # write-once

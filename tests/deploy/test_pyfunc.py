@@ -202,6 +202,8 @@ def test_run_names_its_data_and_opens_as_model_training(trained_run: TrainedRun)
     assert profile["n_records"] == {k: int(run.data.params[f"data/n_{k}"])
                                     for k in ("train", "val", "test")}  # fmt: skip
     assert run.data.params["data/digest"].startswith(entry.dataset.digest)
+    assert profile["records_digest"] and profile["n_record_files"] == 600  # .hea + .dat each
+    assert [t.value for t in entry.tags] == ["training"]
     assert run.data.metrics["cost/log_model_seconds"] > 0
     table = compare_table([run], group_by=[DATA_VERSION_TAG, "ecgx.registered_model"],
                           metrics=["test/macro_auroc"])  # fmt: skip
