@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -139,13 +140,17 @@ def load(model_uri: str, tracking_uri: str | None = None) -> EcgxPyfunc:
     reachable (``ecgx predict model=...``)."""
     import mlflow
 
+    scratch = tempfile.mkdtemp(prefix="ecgx-model-")
     try:
-        uri = _registered_source(model_uri, tracking_uri) or model_uri
-        local = Path(mlflow.artifacts.download_artifacts(
-            uri, dst_path=tempfile.mkdtemp(), tracking_uri=tracking_uri))  # fmt: skip
-    except Exception as err:  # MLflow raises several types for an unknown model
-        raise MissingPathError(f"model={model_uri}: no such MLflow model ({err})") from err
-    return EcgxPyfunc(local / "data" / DATA_DIR)
+        try:
+            uri = _registered_source(model_uri, tracking_uri) or model_uri
+            local = Path(mlflow.artifacts.download_artifacts(
+                uri, dst_path=scratch, tracking_uri=tracking_uri))  # fmt: skip
+        except Exception as err:  # MLflow raises several types for an unknown model
+            raise MissingPathError(f"model={model_uri}: no such MLflow model ({err})") from err
+        return EcgxPyfunc(local / "data" / DATA_DIR)  # reads its files here, keeps none open
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _registered_source(model_uri: str, tracking_uri: str | None) -> str | None:
@@ -175,10 +180,6 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
     are the run's test metrics (its tuned thresholds), ``datamodule`` gives the input
     example (one test record); ``run_cfg``, the run's config, saves parsing the checkpoint's
     copy of it again."""
-    import mlflow.pyfunc
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
-
     from ecgx.commands.predict import RunPipeline
     from ecgx.tracking.runs import _config_from_text, load_checkpoint
 
@@ -200,7 +201,21 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
     contract = Contract.of(pipeline, run_cfg, thresholds, source, run_id)
     example = example_record(datamodule, contract) if datamodule is not None else None
 
-    data = Path(tempfile.mkdtemp(prefix="ecgx-model-")) / DATA_DIR
+    scratch = Path(tempfile.mkdtemp(prefix="ecgx-model-"))
+    try:
+        _save(folder, scratch / DATA_DIR, checkpoint, contract, pipeline, example)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return contract
+
+
+def _save(folder: Path, data: Path, checkpoint: dict, contract: Contract, pipeline: Any,
+          example: np.ndarray | None) -> None:  # fmt: skip
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    names, thresholds = contract.class_names, contract.thresholds or []
     data.mkdir()
     torch.save({k: checkpoint[k] for k in KEPT_KEYS if k in checkpoint}, data / WEIGHTS)
     contract.write(data / CONTRACT)
@@ -213,8 +228,6 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
         inputs += [TensorSpec(np.dtype(np.float64), (-1,), "age"),
                    TensorSpec(np.dtype(np.float64), (-1,), "sex")]  # fmt: skip
     out_cols = list(pipeline.columns(np.zeros(len(names)), thresholds))
-    from mlflow.types.schema import ColSpec
-
     outputs = Schema([ColSpec("double" if c.startswith(("prob_", "pred_")) else "long", c)
                       for c in out_cols])  # fmt: skip
     params = ParamSchema([ParamSpec("fs", "double", float(contract.fs or 0.0)),
@@ -243,7 +256,6 @@ def save(folder: Path, checkpoint_path: str | Path, metrics: Mapping[str, float]
             "fs": contract.fs,
         },  # fmt: skip
     )
-    return contract
 
 
 @functools.cache  # reading package metadata costs ~0.1 s: once per process
@@ -319,14 +331,17 @@ def example_input(cfg: Any, pipeline: Any, contract: Contract) -> np.ndarray:
         import mlflow
         from mlflow.models import Model
 
+        scratch = tempfile.mkdtemp(prefix="ecgx-model-")
         try:
             uri = _registered_source(uri, cfg.get("tracking_uri")) or uri
             local = mlflow.artifacts.download_artifacts(
-                uri, dst_path=tempfile.mkdtemp(), tracking_uri=cfg.get("tracking_uri"))  # fmt: skip
+                uri, dst_path=scratch, tracking_uri=cfg.get("tracking_uri"))  # fmt: skip
             example = Model.load(local).load_input_example(local)
         except Exception as err:  # noqa: BLE001 - a run without a logged model: random input
             log.info("no logged input example (%s): tracing on random values", err)
             example = None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         if isinstance(example, tuple):  # (data, params)
             example = example[0]
         if isinstance(example, Mapping) and "signal" in example:
