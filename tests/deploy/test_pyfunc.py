@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -209,3 +210,28 @@ def test_run_names_its_data_and_opens_as_model_training(trained_run: TrainedRun)
                           metrics=["test/macro_auroc"])  # fmt: skip
     assert table.iloc[0][DATA_VERSION_TAG] == run.data.params["data/digest"][:12]
     assert table.iloc[0]["ecgx.registered_model"].startswith(f"{REGISTERED}/")
+
+
+@pytest.mark.slow
+def test_eval_warns_when_the_data_is_not_what_the_run_trained_on(
+    trained_run: TrainedRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hydra.utils import instantiate
+
+    from ecgx.commands.evaluate import _check_data_version
+    from ecgx.datasets.synthetic import generate_ptbxl_like
+
+    run = trained_run
+    cfg = run.compose(f"run_id={run.run_id}", config="eval")
+
+    def datamodule(*overrides: str):  # the run's data config, as ecgx eval rebuilds it
+        data = instantiate(run.compose(*overrides).data)
+        data.prepare_data()
+        data.setup("test")
+        return data
+
+    caplog.set_level(logging.WARNING, "ecgx.tracking.lineage")
+    assert not _check_data_version(cfg, datamodule())  # its own data: no warning
+    other = generate_ptbxl_like(tmp_path / "other", n_records=60, seed=3, sampling_rates=[100])
+    assert _check_data_version(cfg, datamodule(f"dataset.root={other}"))
+    assert f"run {run.run_id} trained on data version" in caplog.text
