@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@# otherwise pull several GB of CUDA packages. Falls through if torch is already present.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-compile "$(TORCH_SPEC)" \
 		|| echo "note: $(TORCH_SPEC) not found; pip resolves torch from the registry"
-	$(BIN)/pip install --no-compile -e ".[dev]"
+	$(BIN)/pip install --no-compile -e ".[dev,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

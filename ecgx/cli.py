@@ -10,6 +10,12 @@ ecgx eval run_id=<id> [subset=test|val|train|all] [dataset=<name>] [+dataset.<ke
                                   robustness matrix / metrics by subgroup, as child runs
 ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_error=skip]
              [explainer=<name>]   class probabilities and labels of new records
+ecgx predict model=models:/<name>@<alias> input=<file or folder>
+                                  the same with a logged or registered MLflow model
+ecgx register run_id=<id> name=<name> [alias=champion]
+                                  the run's logged model into MLflow's model registry
+ecgx export run_id=<id> format=torchscript|onnx [output=<file>]
+                                  a self-contained model file + JSON contract sidecar
 ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]
                                   Optuna TPE search over conf/train.yaml, resumable
 ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
@@ -36,6 +42,8 @@ TASKS = {
     "eval": "ecgx.commands.evaluate:evaluate_run",
     "predict": "ecgx.commands.predict:predict_run",
     "search": "ecgx.commands.search:search",
+    "register": "ecgx.commands.register:register",
+    "export": "ecgx.commands.export:export",
 }
 
 
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         from ecgx.commands.overrides import check_group_choices
         from ecgx.errors import EcgxError
 
+        if command in ("predict", "export"):
+            # `model=models:/<name>@champion`: the URI, not a choice of the conf/model group.
+            rest = [f"model_uri={a[6:]}" if a.startswith("model=") and ":/" in a else a
+                    for a in rest]  # fmt: skip
         try:
             rest = experiment_overrides(rest)
             check_group_choices(rest)

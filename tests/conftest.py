@@ -43,6 +43,11 @@ def compose_train(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictCon
     """``compose_train(*overrides)``: conf/train.yaml on the small synthetic set, writing every
     output (cache, logs, MLflow store) under this test's tmp_path; ``config="explain"``
     composes conf/explain.yaml with the same outputs."""
+    return composer(tmp_path, synthetic_root)
+
+
+def composer(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictConfig]:
+    """What ``compose_train`` is, for a folder of the caller's (e.g. a module-scoped run)."""
 
     def _compose(*overrides: str, config: str = "train") -> DictConfig:
         base = [

@@ -135,6 +135,8 @@ def evaluate_run(cfg: DictConfig) -> EvalResult:
     started = time.perf_counter()
     datamodule, net = rebuild(run_cfg, checkpoint, split=_everything if split == "all" else None)
     names = list(datamodule.class_names)
+    if cfg.get("run_id") and not other:  # another dataset is other data on purpose
+        _check_data_version(cfg, datamodule)
     part = "test" if split == "all" else split
     if len(datamodule.indices[part]) == 0:
         raise ConfigValueError(f"subset={split}: no records to evaluate")
@@ -289,3 +291,16 @@ def _print_metrics(metrics: dict[str, float], split: str, n: int, thresholds: st
     print(f"\nMetrics on {split} ({n} records; tuned thresholds: {thresholds}):")
     for k, v in rows:
         print(f"  {k:<{width}}  {v:.4f}")
+
+
+def _check_data_version(cfg: DictConfig, datamodule: Any) -> bool:
+    """Warn when the run is re-tested on data other than what it trained on (its logged
+    ``data/digest``); runs from before lineage was logged are not checked."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgx.tracking.lineage import DIGEST_PARAM, data_version, warn_if_other_data
+
+    params = MlflowClient(cfg.tracking_uri).get_run(str(cfg.run_id)).data.params
+    if DIGEST_PARAM not in params:
+        return False
+    return warn_if_other_data(params[DIGEST_PARAM], data_version(datamodule), str(cfg.run_id))

@@ -131,6 +131,19 @@ class RunPipeline:
             out = self._outputs(torch.from_numpy(x)[None], **(extras or {}))
         return out[0].numpy()
 
+    def columns(self, probs: np.ndarray, thresholds: list[float]) -> dict[str, float | int]:
+        """One record's output columns: ``prob_<class>`` (``pred_<class>`` for regression) and
+        ``label_<class>`` (multi-label: prob >= its threshold; multi-class: the argmax)."""
+        names = self.class_names
+        classify = self.task != "regression"
+        row: dict[str, float | int] = {f"{'prob' if classify else 'pred'}_{n}": float(p)
+                                       for n, p in zip(names, probs)}  # fmt: skip
+        if self.task == "multilabel":
+            row.update({f"label_{n}": int(p >= t) for n, p, t in zip(names, probs, thresholds)})
+        elif self.task == "multiclass":
+            row.update({f"label_{n}": int(i == int(np.argmax(probs))) for i, n in enumerate(names)})
+        return row
+
     def _outputs(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         logits = self.net(x, **extras).float()
         if self.temperature is not None:
@@ -171,11 +184,20 @@ def predict_run(cfg: DictConfig) -> Predictions:
     if on_error not in ("raise", "skip"):
         raise ConfigValueError(f"on_error must be raise or skip, got {on_error!r}")
     files = find_records(Path(str(cfg.input)).expanduser())
-    run_cfg, ckpt_path = load_run(cfg, "predict")
-    pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"),
-                           cfg.get("calibrate"))  # fmt: skip
-    names = pipeline.class_names
-    thresholds, source = _thresholds(cfg, names, pipeline.thresholds)
+    if cfg.get("model_uri"):  # a logged or registered MLflow model: its own weights and contract
+        from ecgx.deploy.pyfunc import load
+
+        logged = load(str(cfg.model_uri), cfg.get("tracking_uri"))
+        pipeline, used = logged.pipeline, str(cfg.model_uri)
+        names = pipeline.class_names
+        thresholds, source = _thresholds(cfg, names, logged.contract.thresholds, model=True)
+    else:
+        run_cfg, ckpt_path = load_run(cfg, "predict")
+        pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"),
+                               cfg.get("calibrate"))  # fmt: skip
+        used = ckpt_path.name
+        names = pipeline.class_names
+        thresholds, source = _thresholds(cfg, names, pipeline.thresholds)
     fs = float(cfg.fs) if cfg.get("fs") else None
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else None
     out = out or job_output_dir("predict") / "predictions.csv"
@@ -200,13 +222,7 @@ def predict_run(cfg: DictConfig) -> Predictions:
                                "format": record.format, "fs": record.fs,
                                "leads": " ".join(record.extra.get("file_leads", record.leads)),
                                "derived_leads": " ".join(record.extra.get("derived_leads", []))}  # fmt: skip
-        classify = pipeline.task != "regression"
-        row.update({f"{'prob' if classify else 'pred'}_{n}": float(p)
-                    for n, p in zip(names, probs)})  # fmt: skip
-        if pipeline.task == "multilabel":
-            row.update({f"label_{n}": int(p >= t) for n, p, t in zip(names, probs, thresholds)})
-        elif pipeline.task == "multiclass":
-            row.update({f"label_{n}": int(i == int(np.argmax(probs))) for i, n in enumerate(names)})
+        row.update(pipeline.columns(probs, thresholds))
         if explainer is not None:
             row["explanation"] = str(explainer.plot(record.record_id, x, view, rate, probs,
                                                     extras))  # fmt: skip
@@ -214,10 +230,11 @@ def predict_run(cfg: DictConfig) -> Predictions:
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    print(f"\nPredicted {len(table)} of {len(files)} records with {ckpt_path.name}; wrote {out}")
+    print(f"\nPredicted {len(table)} of {len(files)} records with {used}; wrote {out}")
     if pipeline.task == "multilabel":
         where = {"run": "the run's tuned test/threshold_<class>",
-                 "checkpoint": "tuned on validation, saved in the checkpoint"}.get(
+                 "checkpoint": "tuned on validation, saved in the checkpoint",
+                 "model": "those of the logged model's contract"}.get(
                      source, f"{source} for every class")  # fmt: skip
         print(f"label_<class> = prob >= threshold, thresholds: {where}")
         log.info("thresholds (%s): %s", source, dict(zip(names, thresholds)))
@@ -266,7 +283,7 @@ class _RecordExplainer:
 
 
 def _thresholds(
-    cfg: DictConfig, names: list[str], saved: list[float] | None = None
+    cfg: DictConfig, names: list[str], saved: list[float] | None = None, model: bool = False
 ) -> tuple[list[float], str]:
     """The run's tuned thresholds when it logged them (``thresholds=auto``), else those saved
     in the checkpoint, else 0.5; a number for ``thresholds`` uses that one for every class."""
@@ -277,6 +294,8 @@ def _thresholds(
         except (TypeError, ValueError) as err:
             raise ConfigValueError(f"thresholds must be auto or a number, got {setting!r}") from err
         return [value] * len(names), str(value)
+    if model:  # the logged model's contract holds the thresholds it was logged with
+        return list(saved or [0.5] * len(names)), "model"
     tuned = logged_thresholds(cfg.tracking_uri, cfg.get("run_id"), names)
     if tuned is not None:
         return tuned, "run"

@@ -87,6 +87,25 @@ def train(
                                    weights_only=True, verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in results[0].items()})
             run.log_file(best, "checkpoints")
+        if (
+            run.logger is not None
+            and best
+            and cfg.get("log_model", True)
+            and trainer.is_global_zero
+        ):
+            from ecgx.deploy.pyfunc import log_model
+
+            _, seconds = log_model(run.client, run.run_id, best, metrics, datamodule, cfg)
+            run.client.log_metric(run.run_id, "cost/log_model_seconds", seconds)
+            from ecgx.deploy.registry import REGISTERED_TAG, register
+
+            # A resumed run that registered before it was killed keeps its one version.
+            if (
+                cfg.get("register")
+                and REGISTERED_TAG not in run.client.get_run(run.run_id).data.tags
+            ):
+                register(cfg.tracking_uri, run.run_id, str(cfg.register),
+                         cfg.get("register_alias") or None)  # fmt: skip
         if run.logger is not None and not run.has_param("cost/parameters"):  # write-once
             run.log_params(model_cost(net, datamodule))
         if trainer.is_global_zero:

@@ -198,7 +198,9 @@ def init_keras_default(module: nn.Linear | nn.Conv1d) -> None:
 
 def same_length(length: int, stride: int) -> int:
     """Output length of a TensorFlow "same" convolution or pooling: ceil(length / stride)."""
-    return -(-length // stride)
+    # Not -(-length // stride): traced into ONNX, whose integer Div truncates instead of
+    # flooring, a negative numerator gives floor + 1 (a length one short, ecgx export).
+    return (length + stride - 1) // stride
 
 
 class Add(nn.Module):

@@ -67,7 +67,17 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys that differ between two launches of the same job: never part of its identity.
-HASH_EXCLUDED = ("paths", "hydra", "tracking_uri", "force", "resume", "skip_finished")
+HASH_EXCLUDED = (
+    "paths",
+    "hydra",
+    "tracking_uri",
+    "force",
+    "resume",
+    "skip_finished",
+    "log_model",
+    "register",
+    "register_alias",
+)  # what is logged, not trained
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -163,6 +163,10 @@ class TrackedRun:
         sizes["data/classes"] = ",".join(datamodule.class_names)
         for field, count in datamodule.extras_missing.items():  # the model's extra inputs
             sizes[f"data/n_missing_{field}"] = count
+        from ecgx.tracking.lineage import data_version, log_dataset
+
+        # Before data/n_train, which marks this step done for a resumed run.
+        log_dataset(self.client, self.run_id, data_version(datamodule))  # what it trained on
         self.logger.log_hyperparams(sizes)
         with tempfile.TemporaryDirectory() as tmp:
             splits = Path(tmp) / "splits.csv"
@@ -178,6 +182,12 @@ class TrackedRun:
             log_file(self.client, self.run_id, path, folder)
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces, "Evaluation runs") unless the
+# experiment says what it is; this tag value is the one its UI reads as model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def _create_experiment(tracking_uri: str, name: str) -> None:
     """Create the MLflow experiment before Lightning's logger looks for it, which would warn
     that it is missing on every first run of a project."""
@@ -185,6 +195,9 @@ def _create_experiment(tracking_uri: str, name: str) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(name) is None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
         with contextlib.suppress(MlflowException):  # a parallel sweep job created it first
-            client.create_experiment(name)
+            client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    elif EXPERIMENT_KIND_TAG not in experiment.tags:  # made before ecgx tagged experiments
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
