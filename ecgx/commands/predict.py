@@ -24,6 +24,7 @@ from ecgx.errors import ConfigValueError
 from ecgx.evaluation.calibration import stored_temperature
 from ecgx.formats.files import find_records, read_record
 from ecgx.formats.record import LEADS, Record, RecordError, canonical_record
+from ecgx.models.base import task_outputs
 from ecgx.tracking.runs import (
     build_net,
     datamodule_state,
@@ -145,14 +146,7 @@ class RunPipeline:
         return row
 
     def _outputs(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x, **extras).float()
-        if self.temperature is not None:
-            logits = logits / self.temperature
-        if self.task == "multilabel":
-            return torch.sigmoid(logits)
-        if self.task == "multiclass":
-            return torch.softmax(logits, dim=1)
-        return logits
+        return task_outputs(self.net(x, **extras), self.task, self.temperature)
 
 
 def _model_fs(run_cfg: DictConfig, transform: TransformPipeline) -> float | None:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ecgx.deploy.contract import Contract
 from ecgx.errors import ConfigValueError
+from ecgx.models.base import task_outputs
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ class FoldedModel(nn.Module):
             x = x.index_select(1, self.lead_index)
         if self.normalize:
             x = (x - self.shift) / self.scale  # as Standardize / MinMax compute it
-        logits = self.net(x, **dict(zip(self.extra_inputs, extras))).float()
-        if self.calibrated:
-            logits = logits / self.temperature
-        if self.task == "multilabel":
-            return torch.sigmoid(logits)
-        if self.task == "multiclass":
-            return torch.softmax(logits, dim=1)
-        return logits
+        logits = self.net(x, **dict(zip(self.extra_inputs, extras)))
+        return task_outputs(logits, self.task, self.temperature if self.calibrated else None)
 
 
 def affine(normalize: Any) -> tuple[np.ndarray, np.ndarray] | None:

@@ -73,3 +73,20 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (BatchNorm running statistics are buffers and do not count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def task_outputs(
+    logits: torch.Tensor, task: str, temperature: torch.Tensor | None = None
+) -> torch.Tensor:
+    """What a model's logits mean for its task: sigmoid probabilities (``multilabel``), softmax
+    probabilities (``multiclass``) or the values themselves (``regression``); a classification's
+    logits are divided by ``temperature`` first where one is given (temperature scaling). The
+    LightningModule, ``ecgx predict`` and exported models all score through this one function."""
+    logits = logits.float()
+    if temperature is not None and task != "regression":
+        logits = logits / temperature
+    if task == "multilabel":
+        return torch.sigmoid(logits)
+    if task == "multiclass":
+        return torch.softmax(logits, dim=1)
+    return logits

@@ -16,7 +16,7 @@ from ecgx.data.extras import wanted
 from ecgx.errors import ConfigValueError
 from ecgx.evaluation.calibration import calibration_metrics, check_calibration, fit_temperature
 from ecgx.evaluation.metrics import bootstrap_intervals, evaluate_split, tune_thresholds
-from ecgx.models.base import head_parameter_names
+from ecgx.models.base import head_parameter_names, task_outputs
 from ecgx.training.windows import Windows
 
 TASKS = ("multilabel", "multiclass", "regression")
@@ -110,14 +110,7 @@ class ECGClassifier(L.LightningModule):
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities (classification) or values (regression) from the model's logits."""
-        logits = logits.float()
-        if self.calibrate and self.task != "regression":
-            logits = logits / self.temperature
-        if self.task == "multilabel":
-            return torch.sigmoid(logits)
-        if self.task == "multiclass":
-            return torch.softmax(logits, dim=1)
-        return logits
+        return task_outputs(logits, self.task, self.temperature if self.calibrate else None)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["signal"], **self.extras(batch))
