@@ -10,6 +10,8 @@ ecgx eval run_id=<id> [subset=test|val|train|all] [dataset=<name>] [+dataset.<ke
                                   robustness matrix / metrics by subgroup, as child runs
 ecgx predict run_id=<id> input=<file or folder> [fs=<Hz>] [output=<csv>] [on_error=skip]
              [explainer=<name>]   class probabilities and labels of new records
+ecgx embed run_id=<id> input=<file or folder> [output=embeddings.npy]
+                                  encoder features of records (pretraining runs too)
 ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]
                                   Optuna TPE search over conf/train.yaml, resumable
 ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
@@ -35,6 +37,7 @@ TASKS = {
     "explain": "ecgx.commands.explain:explain_run",
     "eval": "ecgx.commands.evaluate:evaluate_run",
     "predict": "ecgx.commands.predict:predict_run",
+    "embed": "ecgx.commands.embed:embed_run",
     "search": "ecgx.commands.search:search",
 }
 

@@ -130,6 +130,7 @@ class ECGClassifier(L.LightningModule):
         return logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._hold_encoder_frozen()
         logits = self(batch["signal"], **self.extras(batch))
         loss = self.loss_fn(logits, batch["target"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
@@ -288,12 +289,19 @@ class ECGClassifier(L.LightningModule):
 
     def train(self, mode: bool = True) -> ECGClassifier:
         super().train(mode)
-        if self.protocol == "linear_probe":  # a frozen encoder's BatchNorm/dropout: eval
-            net = getattr(self.net, "_orig_mod", self.net)
-            net.eval()
-            for name in net.head_modules:
-                net.get_submodule(name).train(mode)
+        self._hold_encoder_frozen()
         return self
+
+    def _hold_encoder_frozen(self) -> None:
+        """Linear probe: the frozen encoder's BatchNorm statistics and dropout stay in eval
+        mode. Called from training_step too: Lightning restores each submodule's own mode after
+        a validation loop, which would put them back in training mode."""
+        if self.protocol != "linear_probe" or not self.training:
+            return
+        net = getattr(self.net, "_orig_mod", self.net)
+        net.eval()
+        for name in net.head_modules:
+            net.get_submodule(name).train()
 
     def _parameter_groups(self) -> list[Any]:
         # Frozen parameters stay out, so weight decay / momentum never touch them.
