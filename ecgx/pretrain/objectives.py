@@ -80,10 +80,12 @@ class CPC(nn.Module):
         if steps < 1:
             raise ConfigValueError(f"pretrain=cpc: the encoder leaves {t} step(s) of "
                                    f"{x.shape[-1]} samples; nothing to predict")  # fmt: skip
-        predictions = self.predictor(c).view(b, t, self.steps, d)
+        # One weight block per step, applied to the context that has a target: slicing one
+        # (B, T, steps, D) prediction instead costs a zero-filled gradient of it per step.
+        weights = self.predictor.weight.view(self.steps, d, d)
         losses, correct, total = [], 0, 0
         for k in range(1, steps + 1):
-            pred, target = predictions[:, : t - k, k - 1], z[:, k:]
+            pred, target = F.linear(c[:, : t - k], weights[k - 1]), z[:, k:]
             if self.same_sequence_negatives:
                 scores = pred @ target.transpose(1, 2)  # (B, T-k, T-k)
             else:
