@@ -16,6 +16,8 @@ ecgx register run_id=<id> name=<name> [alias=champion]
                                   the run's logged model into MLflow's model registry
 ecgx export run_id=<id> format=torchscript|onnx [output=<file>]
                                   a self-contained model file + JSON contract sidecar
+ecgx embed run_id=<id> input=<file or folder> [output=embeddings.npy]
+                                  encoder features of records (pretraining runs too)
 ecgx search hparams_search=<tpe|vision_seed> [hydra overrides]
                                   Optuna TPE search over conf/train.yaml, resumable
 ecgx compare [options]            report of runs from MLflow: groups, mean ± std, cost, HTML
@@ -41,6 +43,7 @@ TASKS = {
     "explain": "ecgx.commands.explain:explain_run",
     "eval": "ecgx.commands.evaluate:evaluate_run",
     "predict": "ecgx.commands.predict:predict_run",
+    "embed": "ecgx.commands.embed:embed_run",
     "search": "ecgx.commands.search:search",
     "register": "ecgx.commands.register:register",
     "export": "ecgx.commands.export:export",

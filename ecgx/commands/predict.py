@@ -67,10 +67,12 @@ class RunPipeline:
         checkpoint: dict[str, Any],
         model_fs: float | None = None,
         calibrate: bool | None = None,
+        need_classes: bool = True,
     ) -> None:
         state = datamodule_state(checkpoint) or {}
         self.class_names: list[str] = list(state.get("class_names") or [])
-        if not self.class_names:
+        # ecgx embed also reads pretraining runs of unlabelled data (no classes).
+        if not self.class_names and need_classes:
             raise ConfigValueError("the checkpoint holds no class names (not an ecgx run?)")
         self.transform: TransformPipeline = instantiate(run_cfg.data.transform)
         normalize = self.transform.normalize

@@ -57,7 +57,9 @@ def train(
         if cfg.get("init_from"):
             fresh = load_pretrained(net, resolve_checkpoint(str(cfg.init_from), cfg.tracking_uri))
             log.info("initialised from %s; left as initialised: %s", cfg.init_from, fresh)
-        module = instantiate(cfg.module, net=net, class_names=datamodule.class_names)
+        # pretrain=<objective>: its Pretrainer in place of the classifier (conf/pretrain).
+        node = cfg.pretrain if enabled(cfg.get("pretrain")) else cfg.module
+        module = instantiate(node, net=net, class_names=datamodule.class_names)
         module.example_input_array = datamodule.example_input()  # the summary's FLOPs
         # In every checkpoint: a bare checkpoint rebuilds its run's pipeline (ecgx predict).
         module.run_config = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ecgx.data.cache import SignalCache, build_or_open
+from ecgx.splits.fraction import check_fraction, label_subset
 from ecgx.splits.splitters import SPLITS
 from ecgx.transforms.signal import Standardize, TransformPipeline
 
@@ -146,6 +147,11 @@ class ECGDataModule(L.LightningDataModule):
         on_error: ``raise`` stops at the first bad record naming its file; ``skip`` skips and
             counts it (the list is logged to the run).
         reject_flat_leads: a record with a constant lead counts as bad (see ``on_error``).
+        labelled: False (pretraining): every record of each split, labelled in this task or
+            not; its labels are not used.
+        label_fraction: keep this fraction of the training records (label-efficiency
+            experiments; :func:`ecgx.splits.fraction.label_subset`), seeded by
+            ``label_fraction_seed``.
     """
 
     def __init__(
@@ -162,6 +168,9 @@ class ECGDataModule(L.LightningDataModule):
         rebuild_cache: bool = False,
         reject_flat_leads: bool = False,
         test_windows: Any = None,
+        labelled: bool = True,
+        label_fraction: float = 1.0,
+        label_fraction_seed: int = 0,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -187,6 +196,9 @@ class ECGDataModule(L.LightningDataModule):
         self.extras_missing: dict[str, int] = {}
         # Set with the module's test_windows: test records are scored uncropped.
         self.test_uncropped = test_windows is not None
+        self.labelled = bool(labelled)
+        self.label_fraction = check_fraction(label_fraction)
+        self.label_fraction_seed = int(label_fraction_seed)
 
     # -- building ------------------------------------------------------------------------------
     def cache_spec(self) -> dict:
@@ -223,6 +235,8 @@ class ECGDataModule(L.LightningDataModule):
             return
         cache = self._open_cache()
         y, self.class_names, keep = self.dataset.labels(cache.meta)
+        if not self.labelled:
+            keep = np.ones(len(cache.meta), dtype=bool)
         self.targets = y
         kept = np.flatnonzero(keep)
         self.dropped_unlabelled = int((~keep).sum())
@@ -232,6 +246,12 @@ class ECGDataModule(L.LightningDataModule):
             )
         parts = self.split(cache.meta.iloc[kept].reset_index(drop=True), y[kept])
         self.indices = {name: kept[parts[name]] for name in SPLITS}
+        if self.label_fraction < 1.0:
+            train = self.indices["train"]
+            chosen = label_subset(y[train], self.label_fraction, self.label_fraction_seed)
+            log.info("label_fraction=%g: %d of %d training records", self.label_fraction,
+                     len(chosen), len(train))  # fmt: skip
+            self.indices["train"] = train[chosen]
         normalize = self.transform.normalize
         if normalize is not None:
             if self._fitted_state is not None:

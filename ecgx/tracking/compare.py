@@ -171,6 +171,20 @@ def select_runs(
     return selected
 
 
+def study_rows(runs: Sequence[Any]) -> list[str]:
+    """The row keys of ``layout=study``: the model, or the ``study_row`` label a study's files
+    set (e.g. experiments/fm_protocol: objective, protocol and model); and the label fraction
+    where the runs differ in it (label-efficiency studies)."""
+    keys = (
+        ["study_row"]
+        if any(run_value(r, "study_row") not in ("", "None") for r in runs)
+        else ["model"]
+    )
+    if len({run_value(r, "data.label_fraction") for r in runs}) > 1:
+        keys.append("data.label_fraction")
+    return keys
+
+
 def default_group_by(runs: Sequence[Any], ignore: Sequence[str] = DEFAULT_IGNORE) -> list[str]:
     """The overridden keys whose values differ across the runs, except the seed."""
     keys: list[str] = []
@@ -234,12 +248,12 @@ def compare_table(
     if not runs:
         raise compare_error("no runs match")
     if layout == "study":
-        pooled = [k for k in default_group_by(runs) if k != "model"]
+        group_by = study_rows(runs)
+        pooled = [k for k in default_group_by(runs) if k not in group_by]
         if pooled:
             # One row per model is the study's table; say what its rows average over.
             print(f"ecgx compare: layout=study pools runs that differ in {pooled}",
                   file=sys.stderr)  # fmt: skip
-        group_by = ["model"]
     elif layout != "groups":
         raise compare_error(f"layout={layout}: expected groups or study")
     group_by = list(group_by) if group_by is not None else default_group_by(runs)

@@ -162,9 +162,13 @@ def logged_thresholds(
 
 
 def resolve_checkpoint(ref: str, tracking_uri: str) -> Path:
-    """A checkpoint file, or the best checkpoint logged by an MLflow run (its run id)."""
+    """A checkpoint file, or the best checkpoint logged by an MLflow run: its run id, or
+    ``run:<experiment name>/<run name>`` for the newest FINISHED run of that name (how a study's
+    later files name the pretraining run an earlier file made, experiments/fm_protocol)."""
     if Path(ref).expanduser().is_file():
         return Path(ref).expanduser()
+    if ref.startswith("run:"):
+        ref = _run_by_name(ref, tracking_uri)
     if re.fullmatch(r"[0-9a-f]{32}", ref):
         from mlflow.tracking import MlflowClient
 
@@ -176,3 +180,21 @@ def resolve_checkpoint(ref: str, tracking_uri: str) -> Path:
             return Path(client.download_artifacts(ref, files[0], tempfile.mkdtemp()))
         raise MissingPathError(f"init_from={ref}: MLflow run has no checkpoints/*.ckpt")
     raise MissingPathError(f"init_from={ref}: neither a checkpoint file nor an MLflow run id")
+
+
+def _run_by_name(ref: str, tracking_uri: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    experiment, sep, name = ref.removeprefix("run:").partition("/")
+    if not sep or not experiment or not name:
+        raise ConfigValueError(f"init_from={ref}: expected run:<experiment name>/<run name>")
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = [] if found is None else client.search_runs(
+        [found.experiment_id],
+        f"attributes.run_name = '{name}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+    if not runs:
+        raise MissingPathError(f"init_from={ref}: no FINISHED run named {name!r} in MLflow "
+                               f"experiment {experiment!r} at {tracking_uri}")  # fmt: skip
+    return runs[0].info.run_id

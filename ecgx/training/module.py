@@ -38,6 +38,10 @@ class ECGClassifier(L.LightningModule):
             end of every validation epoch, so each checkpoint stores the one fitted with its
             weights, buffer ``temperature``) before sigmoid/softmax, in test, eval and predict.
         calibration: ``shared`` (one temperature) or ``per_class``.
+        protocol: ``supervised`` (every layer learns), ``linear_probe`` (only the head learns;
+            the encoder is frozen and kept in eval mode, so BatchNorm statistics and dropout
+            stay as pretrained) or ``fine_tune`` (every layer; the encoder's learning rate is
+            ``encoder_lr_factor`` × the optimiser's).
     """
 
     def __init__(
@@ -56,12 +60,18 @@ class ECGClassifier(L.LightningModule):
         test_windows: Windows | None = None,
         calibrate: bool = False,
         calibration: str = "shared",
+        protocol: str = "supervised",
+        encoder_lr_factor: float = 1.0,
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ConfigValueError(f"module.task must be one of {TASKS}, got {task!r}")
+        if protocol not in PROTOCOLS:
+            raise ConfigValueError(f"module.protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.task = task
-        if train_head_only:
+        self.protocol = protocol
+        self.encoder_lr_factor = float(encoder_lr_factor)
+        if train_head_only or protocol == "linear_probe":
             _freeze_all_but_head(net)
         self.net = torch.compile(net) if compile else net
         self.optimizer_factory = optimizer
@@ -113,6 +123,7 @@ class ECGClassifier(L.LightningModule):
         return task_outputs(logits, self.task, self.temperature if self.calibrate else None)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._hold_encoder_frozen()
         logits = self(batch["signal"], **self.extras(batch))
         loss = self.loss_fn(logits, batch["target"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
@@ -269,10 +280,40 @@ class ECGClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def configure_optimizers(self) -> Any:
+    def train(self, mode: bool = True) -> ECGClassifier:
+        super().train(mode)
+        self._hold_encoder_frozen()
+        return self
+
+    def _hold_encoder_frozen(self) -> None:
+        """Linear probe: the frozen encoder's BatchNorm statistics and dropout stay in eval
+        mode. Called from training_step too: Lightning restores each submodule's own mode after
+        a validation loop, which would put them back in training mode."""
+        if self.protocol != "linear_probe" or not self.training:
+            return
+        net = getattr(self.net, "_orig_mod", self.net)
+        net.eval()
+        for name in net.head_modules:
+            net.get_submodule(name).train()
+
+    def _parameter_groups(self) -> list[Any]:
         # Frozen parameters stay out, so weight decay / momentum never touch them.
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=trainable)
+        if self.protocol != "fine_tune" or self.encoder_lr_factor == 1.0:
+            return trainable
+        lr = (getattr(self.optimizer_factory, "keywords", None) or {}).get("lr")
+        if lr is None:
+            raise ConfigValueError("module.encoder_lr_factor needs module.optimizer.lr set")
+        net = getattr(self.net, "_orig_mod", self.net)
+        head = {id(p) for n, p in net.named_parameters() if n in head_parameter_names(net)}
+        return [
+            {"params": [p for p in trainable if id(p) not in head],
+             "lr": lr * self.encoder_lr_factor},
+            {"params": [p for p in trainable if id(p) in head]},
+        ]  # fmt: skip
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self._parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -282,6 +323,7 @@ class ECGClassifier(L.LightningModule):
         }
 
 
+PROTOCOLS = ("supervised", "linear_probe", "fine_tune")
 HEADLINE = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
 
 
@@ -306,12 +348,28 @@ def load_pretrained(net: nn.Module, checkpoint: str | Path) -> list[str]:
     """Copy the weights of a trained ecgx checkpoint into ``net`` where names and shapes match.
 
     Returns the parameters left as initialised (e.g. the head when the new task has other
-    classes): fine-tuning is a config (``init_from=...``), not a script.
+    classes): fine-tuning is a config (``init_from=...``), not a script. From a pretraining
+    run (``pretrain=...``) the whole encoder must match and the head is always left fresh
+    (the pretraining head was never trained): a ConfigValueError names what does not match.
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    trained = {k.removeprefix("net."): v for k, v in state.get("state_dict", state).items()
+    trained = {k.removeprefix("net.").removeprefix("_orig_mod."): v
+               for k, v in state.get("state_dict", state).items()
                if k.startswith("net.") or "state_dict" not in state}  # fmt: skip
     own = net.state_dict()
+    pretrained_by = (state.get("ecgx") or {}).get("pretrain") if "state_dict" in state else None
+    if pretrained_by:
+        head = {k for k in own if any(k.startswith(f"{h}.") for h in net.head_modules)}
+        trained = {k: v for k, v in trained.items() if k not in head}
+        unmatched = [k for k in own if k not in head and
+                     (k not in trained or trained[k].shape != own[k].shape)]  # fmt: skip
+        if unmatched:
+            raise ConfigValueError(
+                f"init_from={checkpoint}: {len(unmatched)} encoder weights of "
+                f"{type(net).__name__} are not in this {pretrained_by} pretraining checkpoint "
+                f"or differ in shape (e.g. {unmatched[:3]}): use the pretraining run's model= "
+                f"and settings"
+            )
     usable = {k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}
     if not usable:
         raise ConfigValueError(f"init_from={checkpoint}: no weight matches this model")

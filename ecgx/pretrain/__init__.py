@@ -1,0 +1,1 @@
+"""Self-supervised pretraining (``pretrain=`` config group): objectives, views, the module."""

@@ -1,0 +1,202 @@
+"""Self-supervised objectives: CPC, masked reconstruction (ST-MEM) and contrastive views.
+
+Each objective is an ``nn.Module`` built around the classifier it pretrains (``objective(net)``)
+and called as ``objective(net, x) -> (loss, {name: value})``. It holds only its own
+pretraining-time parts (CPC's predictor, the mask token and decoder, the projection head), never
+the net, so the checkpoint's ``net.*`` weights are exactly what the downstream classifier of the
+same ``model=`` config loads (``init_from``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgx.errors import ConfigValueError
+from ecgx.pretrain.views import Views
+
+__all__ = ["CPC", "Contrastive", "MaskedReconstruction", "info_nce", "nt_xent", "patch_mask"]
+
+
+def info_nce(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE of square score matrices (..., M, M) whose positives lie on the diagonal:
+    the mean over rows of ``-log softmax(row)[diagonal]``."""
+    m = scores.shape[-1]
+    target = torch.arange(m, device=scores.device).expand(scores.shape[:-1])
+    return F.cross_entropy(scores.reshape(-1, m).float(), target.reshape(-1))
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross-entropy over 2N views: view i's positive is its
+    pair, its negatives the other 2N - 2 views of the batch."""
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    n = len(a)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def _need(net: nn.Module, objective: str, *methods: str) -> None:
+    missing = [m for m in methods if not hasattr(net, m)]
+    if missing:
+        raise ConfigValueError(
+            f"pretrain={objective}: model {type(net).__name__} has no {', '.join(missing)} "
+            f"(use {'model=s4_cpc' if objective == 'cpc' else 'model=patch_transformer'})"
+        )
+
+
+class CPC(nn.Module):
+    """Contrastive predictive coding as ECG-CPC (Mehari & Strodthoff 2022; the benchmark's
+    ``config_cpc_ecg_s4_heedb.yaml``): the encoder's codes ``z_t``, a causal context network's
+    ``c_t``, one linear prediction per future step ``k = 1..steps`` (``multi_prediction``,
+    no bias), InfoNCE of ``W_k c_t`` against ``z_{t+k}`` with the negatives the codes of the
+    same record at the other steps (``negatives_from_same_seq_only``; False: every step of
+    every record in the batch).
+    """
+
+    def __init__(self, net: nn.Module, steps: int = 14, same_sequence_negatives: bool = True):
+        super().__init__()
+        _need(net, "cpc", "encode", "contextualise", "feature_dim")
+        if getattr(net, "bidirectional", False):
+            raise ConfigValueError(
+                "pretrain=cpc needs a causal context network: model.bidirectional=false "
+                "(model=s4_cpc); a bidirectional one sees the future it must predict"
+            )
+        if steps < 1:
+            raise ConfigValueError(f"pretrain.objective.steps must be ≥ 1, got {steps}")
+        self.steps = int(steps)
+        self.same_sequence_negatives = bool(same_sequence_negatives)
+        dim = int(net.feature_dim)
+        self.predictor = nn.Linear(dim, dim * self.steps, bias=False)
+
+    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        z = net.encode(x)
+        c = net.contextualise(z).transpose(1, 2)  # (B, T, D)
+        z = z.transpose(1, 2)
+        b, t, d = z.shape
+        steps = min(self.steps, t - 1)
+        if steps < 1:
+            raise ConfigValueError(f"pretrain=cpc: the encoder leaves {t} step(s) of "
+                                   f"{x.shape[-1]} samples; nothing to predict")  # fmt: skip
+        # One weight block per step, applied to the context that has a target: slicing one
+        # (B, T, steps, D) prediction instead costs a zero-filled gradient of it per step.
+        weights = self.predictor.weight.view(self.steps, d, d)
+        losses, correct, total = [], 0, 0
+        for k in range(1, steps + 1):
+            pred, target = F.linear(c[:, : t - k], weights[k - 1]), z[:, k:]
+            if self.same_sequence_negatives:
+                scores = pred @ target.transpose(1, 2)  # (B, T-k, T-k)
+            else:
+                scores = pred.reshape(-1, d) @ target.reshape(-1, d).T
+            losses.append(info_nce(scores))
+            hits = scores.argmax(-1) == torch.arange(scores.shape[-1], device=scores.device)
+            correct, total = correct + int(hits.sum()), total + hits.numel()
+        return torch.stack(losses).mean(), {"accuracy": correct / max(total, 1)}
+
+
+def patch_mask(
+    batch: int,
+    leads: int,
+    patches: int,
+    mask_ratio: float,
+    lead_mask_ratio: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Which tokens to mask, (batch, leads, patches) bool: ``round(lead_mask_ratio · leads)``
+    whole leads, then random patches of the others until exactly
+    ``round(mask_ratio · leads · patches)`` tokens of each record are masked."""
+    n_tokens = leads * patches
+    n_masked = round(mask_ratio * n_tokens)
+    n_leads = round(lead_mask_ratio * leads)
+    if not 0 < n_masked < n_tokens or n_leads * patches > n_masked:
+        raise ConfigValueError(
+            f"pretrain: mask_ratio={mask_ratio} must mask some but not all of {n_tokens} tokens, "
+            f"and at least lead_mask_ratio={lead_mask_ratio} of the leads"
+        )
+    # Scores: masked leads first (-1), then random; the n_masked lowest scores are masked.
+    scores = torch.rand(batch, leads, patches, generator=generator)
+    lead_order = torch.rand(batch, leads, generator=generator).argsort(dim=1)
+    whole = torch.zeros(batch, leads, dtype=torch.bool)
+    whole.scatter_(1, lead_order[:, :n_leads], True)
+    scores[whole] = -1.0
+    flat = scores.flatten(1)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask.scatter_(1, flat.argsort(dim=1)[:, :n_masked], True)
+    return mask.view(batch, leads, patches)
+
+
+class MaskedReconstruction(nn.Module):
+    """ST-MEM-style masked modelling: random whole leads and time patches are masked (their
+    token embedding replaced by a learned mask token), the encoder sees every position, and a
+    linear decoder reconstructs the masked patches' samples; the loss is their mean squared
+    error. ST-MEM masks 75 % of the patches; what differs: its encoder sees only the visible
+    patches and a transformer decoder fills the rest (MAE-style), here the mask token goes
+    through the encoder and the decoder is linear (SimMIM-style), so the pretrained encoder is
+    the classifier's whole transformer.
+    """
+
+    def __init__(self, net: nn.Module, mask_ratio: float = 0.75, lead_mask_ratio: float = 0.25):
+        super().__init__()
+        _need(net, "masked", "embed", "transform", "patchify", "patch_size")
+        self.mask_ratio = float(mask_ratio)
+        self.lead_mask_ratio = float(lead_mask_ratio)
+        dim = int(net.feature_dim)
+        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
+        self.decoder = nn.Linear(dim, int(net.patch_size))
+
+    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        patches = net.patchify(x)  # (B, leads, P, S)
+        b, leads, n_patches, _ = patches.shape
+        mask = patch_mask(b, leads, n_patches, self.mask_ratio, self.lead_mask_ratio)
+        mask = mask.to(x.device).flatten(1)
+        tokens = net.embed(x)
+        tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        recon = self.decoder(net.transform(tokens, leads))
+        error = (recon.float() - patches.flatten(1, 2).float()).pow(2).mean(-1)
+        return error[mask].mean(), {"masked_fraction": float(mask.float().mean())}
+
+
+class Contrastive(nn.Module):
+    """SimCLR on ECGs (Chen et al. 2020): two views of each record (:class:`Views`: CLOCS's
+    adjacent segments, 3KG's vectorcardiographic rotation and scaling, noise), the net's pooled
+    features through a two-layer projection head, NT-Xent at ``temperature``."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        views: Views | None = None,
+        temperature: float = 0.1,
+        projection_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        _need(net, "contrastive", "forward_features")
+        dim = int(getattr(net, "feature_dim", 0)) or _feature_width(net)
+        self.views = views or Views()
+        self.temperature = float(temperature)
+        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
+                                        nn.Linear(dim, projection_dim))  # fmt: skip
+
+    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        a, b = self.views(x)
+        za = self.projection(net.forward_features(a).flatten(1))
+        zb = self.projection(net.forward_features(b).flatten(1))
+        loss = nt_xent(za, zb, self.temperature)
+        with torch.no_grad():  # how often a view's nearest other view is its pair
+            sim = F.normalize(za.float(), dim=1) @ F.normalize(zb.float(), dim=1).T
+            accuracy = float(
+                (sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean()
+            )
+        return loss, {"accuracy": accuracy}
+
+
+def _feature_width(net: nn.Module) -> int:
+    """Width of ``forward_features`` for models that do not declare ``feature_dim``."""
+    leads, samples = getattr(net, "input_shape", (12, 1000))
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        width = net.forward_features(torch.zeros(2, leads, samples)).flatten(1).shape[1]
+    net.train(training)
+    return int(width)
