@@ -93,6 +93,7 @@ def train(
             run.logger is not None
             and best
             and cfg.get("log_model", True)
+            and not enabled(cfg.get("pretrain"))  # an encoder, not a classifier to serve
             and trainer.is_global_zero
         ):
             from ecgx.deploy.pyfunc import log_model
