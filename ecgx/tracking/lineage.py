@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ def record_files(root: Path, meta: Any) -> list[Path]:
     return sorted(files)
 
 
+def _stored_digests(path: Path) -> dict[str, Any] | None:
+    """The digests a job kept in the cache, or None (absent, or unreadable: computed again)."""
+    try:
+        digests = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return digests if isinstance(digests, dict) and "records_digest" in digests else None
+
+
 def data_version(datamodule: Any) -> dict[str, Any]:
     """Reader, root, task, cache key, digests and split sizes of a set-up DataModule (the
     digests computed once per cache and kept in it)."""
@@ -52,9 +62,8 @@ def data_version(datamodule: Any) -> dict[str, Any]:
     spec = datamodule.dataset.signal_spec()
     root = Path(str(spec.get("root") or getattr(datamodule.dataset, "root", "."))).expanduser()
     stored = cache.path / LINEAGE
-    if stored.is_file():
-        digests = json.loads(stored.read_text())
-    else:
+    digests = _stored_digests(stored)
+    if digests is None:
         index = hashlib.sha256((cache.path / "meta.csv").read_bytes()).hexdigest()
         files = record_files(root, cache.meta)
         records = hashlib.sha256()
@@ -64,7 +73,11 @@ def data_version(datamodule: Any) -> dict[str, Any]:
         digests = {"index_digest": index, "records_digest": records.hexdigest(),
                    "n_record_files": len(files)}  # fmt: skip
         try:
-            stored.write_text(json.dumps(digests))
+            # Whole or not at all: concurrent jobs on one cache read this file while another
+            # job writes it (a temporary file renamed over it is atomic on POSIX).
+            partial = stored.with_name(f".{LINEAGE}.{os.getpid()}")
+            partial.write_text(json.dumps(digests))
+            os.replace(partial, stored)
         except OSError as err:  # a read-only shared cache: computed again next time
             log.info("could not keep the data digests in %s: %s", stored, err)
     both = hashlib.sha256((digests["index_digest"] + digests["records_digest"]).encode())

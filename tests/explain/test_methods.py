@@ -66,7 +66,9 @@ LRP_MODELS = ["compact_resnet", "inception1d", "rajpurkar", "resnet101_1d", "res
               "resnet34_cpsc", "xai_lenet", "xai_resnet", "xai_xresnet1d50", "xresnet1d101"]  # fmt: skip
 #: what LRP refuses, and the layer named as the reason (a real limit of captum's rules)
 LRP_REFUSED = {"ecgnet": "LSTM", "imle_net": "AdditiveAttention", "mousavi": "KerasBiLSTM",
-               "seresnet18": "Sigmoid", "resnet18_2d": "functional sub"}  # fmt: skip
+               "seresnet18": "Sigmoid", "resnet18_2d": "functional sub",
+               # state-space kernels convolve by FFT; the transformer's attention and norms
+               "s4": "S4DKernel", "s4_cpc": "S4DKernel", "patch_transformer": "LayerNorm"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", LRP_MODELS)

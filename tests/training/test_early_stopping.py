@@ -63,5 +63,5 @@ def test_a_run_whose_monitor_stops_improving_ends_early_and_tests_the_best(compo
     # last.ckpt, what resume=true continues from, is the last epoch's, not the best's.
     last = torch.load(Path(probe.best_path).with_name("last.ckpt"), map_location="cpu",
                       weights_only=True)  # fmt: skip
-    assert last["epoch"] == len(history)
+    assert last["epoch"] == len(history) - 1  # saved as that epoch's validation ended
     assert all(torch.equal(probe.final[k], last["state_dict"][k]) for k in best)
