@@ -35,10 +35,10 @@ def _isolated(tmp_path: Path, root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
-    # IMLE-Net costs ~15 GFLOP per record and step: tiny batches keep 4 jobs quick on 2 cores.
+    # Two fast models (the sweep and the table are under test, not the models), tiny batches.
     tiny = ["data.batch_size=4", "data.eval_batch_size=8", "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=2"]  # fmt: skip
-    run = ecgx("train", "-m", "model=imle_net,ecgnet", "seed=0,1", "debug=smoke", *tiny,
+    run = ecgx("train", "-m", "model=compact_resnet,xai_lenet", "seed=0,1", "debug=smoke", *tiny,
                "experiment_name=sweep-test", *_isolated(tmp_path, synthetic_root))  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     _check_console(run.stdout + run.stderr)
@@ -51,7 +51,7 @@ def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
     import pandas as pd
 
     table = pd.read_csv(out)
-    assert sorted(table["model"]) == ["ecgnet", "imle_net"]  # grouped by what varies, not seed
+    assert sorted(table["model"]) == ["compact_resnet", "xai_lenet"]  # by what varies, not seed
     assert list(table["n"]) == [2, 2]
     assert "test/macro_auroc mean" in table.columns and "test/macro_auroc std" in table.columns
     assert table["test/macro_auroc mean"].between(0, 1).all()
@@ -63,7 +63,7 @@ def test_multirun_then_compare(tmp_path: Path, synthetic_root: Path) -> None:
     assert len(runs) == 4
     assert len({r.data.tags["ecgx.sweep_id"] for r in runs}) == 1  # one sweep id for all jobs
     means = table.set_index("model")["test/macro_auroc mean"]
-    for model in ("ecgnet", "imle_net"):
+    for model in ("compact_resnet", "xai_lenet"):
         mine = [r.data.metrics["test/macro_auroc"] for r in runs
                 if r.data.params["choice/model"] == model]  # fmt: skip
         assert means[model] == pytest.approx(sum(mine) / 2)
@@ -85,7 +85,8 @@ def _check_console(text: str) -> None:
     for noise in ("GPU available", "Tip:", "exists and is not empty", "deprecated",
                   "Creating initial MLflow database", "Experiment with name"):  # fmt: skip
         assert noise not in text, noise
-    assert any(ln.startswith("training IMLENet") and "epochs x" in ln for ln in lines), lines[:40]
+    assert any(ln.startswith("training CompactResNet1d") and "epochs x" in ln for ln in lines), (
+        lines[:40])  # fmt: skip
     assert any("Total Flops" in ln and not ln.startswith("0 ") for ln in lines)
     assert "Test metrics (best checkpoint):" in text and "(95 % CI" in text
 
