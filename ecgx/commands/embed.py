@@ -18,9 +18,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from ecgx.commands.predict import RunPipeline, read_file
+from ecgx.commands.predict import RunPipeline, input_records, read_file
 from ecgx.errors import ConfigValueError
-from ecgx.formats.files import find_records
 from ecgx.formats.record import RecordError
 from ecgx.tracking.runs import load_checkpoint, load_run
 from ecgx.tracking.runs import output_dir as job_output_dir
@@ -40,16 +39,11 @@ class Embeddings:
 
 def embed_run(cfg: DictConfig) -> Embeddings:
     """Embed every record of ``cfg.input`` with a run's encoder (see conf/embed.yaml)."""
-    if not cfg.get("input"):
-        raise ConfigValueError("ecgx embed needs input=<record file or folder>")
-    on_error = str(cfg.get("on_error", "raise"))
-    if on_error not in ("raise", "skip"):
-        raise ConfigValueError(f"on_error must be raise or skip, got {on_error!r}")
+    files, on_error = input_records(cfg, "embed")
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else None
     out = out or job_output_dir("embed") / "embeddings.npy"
     if out.suffix != ".npy":
         raise ConfigValueError(f"output={out}: embeddings are written as .npy")
-    files = find_records(Path(str(cfg.input)).expanduser())
     run_cfg, ckpt_path = load_run(cfg, "embed")
     pipeline = RunPipeline(run_cfg, load_checkpoint(ckpt_path), cfg.get("model_fs"),
                            calibrate=False, need_classes=False)  # fmt: skip

@@ -172,14 +172,20 @@ def _model_fs(run_cfg: DictConfig, transform: TransformPipeline) -> float | None
 
 
 # -- the command --------------------------------------------------------------------------------
-def predict_run(cfg: DictConfig) -> Predictions:
-    """Predict every record of ``cfg.input`` with a finished run (see conf/predict.yaml)."""
+def input_records(cfg: DictConfig, command: str) -> tuple[list[Path], str]:
+    """The record files of ``cfg.input`` and ``cfg.on_error`` (raise | skip), checked, for the
+    commands that read a user's files with a run (``ecgx predict``, ``ecgx embed``)."""
     if not cfg.get("input"):
-        raise ConfigValueError("ecgx predict needs input=<record file or folder>")
+        raise ConfigValueError(f"ecgx {command} needs input=<record file or folder>")
     on_error = str(cfg.get("on_error", "raise"))
     if on_error not in ("raise", "skip"):
         raise ConfigValueError(f"on_error must be raise or skip, got {on_error!r}")
-    files = find_records(Path(str(cfg.input)).expanduser())
+    return find_records(Path(str(cfg.input)).expanduser()), on_error
+
+
+def predict_run(cfg: DictConfig) -> Predictions:
+    """Predict every record of ``cfg.input`` with a finished run (see conf/predict.yaml)."""
+    files, on_error = input_records(cfg, "predict")
     if cfg.get("model_uri"):  # a logged or registered MLflow model: its own weights and contract
         from ecgx.deploy.pyfunc import load
 

@@ -79,12 +79,7 @@ class Pretrainer(L.LightningModule):
                               "pretrain": type(self.objective).__name__}  # fmt: skip
 
     def configure_optimizers(self) -> Any:
+        from ecgx.training.module import optimizers
+
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=trainable)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        return optimizers(self.optimizer_factory, self.scheduler_factory, trainable, self.monitor)

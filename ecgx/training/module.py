@@ -313,14 +313,26 @@ class ECGClassifier(L.LightningModule):
         ]  # fmt: skip
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self._parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        return optimizers(self.optimizer_factory, self.scheduler_factory,
+                          self._parameter_groups(), self.monitor)  # fmt: skip
+
+
+def optimizers(
+    optimizer_factory: Callable[..., torch.optim.Optimizer],
+    scheduler_factory: Callable[..., Any] | None,
+    params: Any,
+    monitor: str,
+) -> Any:
+    """Lightning's ``configure_optimizers`` answer: the configured optimiser over ``params`` and,
+    if one is configured, its scheduler stepped per epoch on ``monitor``."""
+    optimizer = optimizer_factory(params=params)
+    if scheduler_factory is None:
+        return optimizer
+    scheduler = scheduler_factory(optimizer=optimizer)
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, "interval": "epoch"},
+    }
 
 
 PROTOCOLS = ("supervised", "linear_probe", "fine_tune")
