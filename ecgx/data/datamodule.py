@@ -14,11 +14,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ecgx.data.cache import SignalCache, build_or_open
+from ecgx.data.pairs import PatientPartners
+from ecgx.errors import ConfigValueError
 from ecgx.splits.fraction import check_fraction, label_subset
 from ecgx.splits.splitters import SPLITS
 from ecgx.transforms.signal import Standardize, TransformPipeline
 
 log = logging.getLogger(__name__)
+
+
+#: data.pairs values; only ``patient`` fetches a second record (see ECGDataModule)
+PAIRS = (None, "none", "segments", "patient")
 
 
 class ECGDataset(Dataset):
@@ -37,6 +43,7 @@ class ECGDataset(Dataset):
         transform: TransformPipeline,
         train: bool,
         extras: dict[str, np.ndarray] | None = None,
+        partners: PatientPartners | None = None,
     ) -> None:
         self.cache = cache
         self.indices = indices
@@ -46,15 +53,23 @@ class ECGDataset(Dataset):
         #: the model's extra inputs per cache row (shared with the DataModule, which fills it
         #: once the model is known)
         self.extras = extras if extras is not None else {}
+        #: data.pairs=patient: each batch also carries a partner record of the same patient
+        self.partners = partners
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.indices[i])
-        x = self._sample(self.cache[j], self._rng())
-        return {"signal": torch.from_numpy(x), "target": torch.from_numpy(self.targets[j]),
+        rng = self._rng()
+        x = self._sample(self.cache[j], rng)
+        item = {"signal": torch.from_numpy(x), "target": torch.from_numpy(self.targets[j]),
                 "index": j, **{k: torch.from_numpy(v[j]) for k, v in self.extras.items()}}  # fmt: skip
+        if self.partners is not None:
+            partner = int(self.partners.draw(np.array([i]), rng)[0])
+            item["partner"] = torch.from_numpy(self._sample(self.cache[partner], rng))
+            item["partner_index"] = partner
+        return item
 
     def __getitems__(self, positions: Sequence[int]) -> Batch | list[dict[str, Any]]:
         rows = self.indices[np.asarray(positions, dtype=np.int64)]
@@ -64,6 +79,11 @@ class ECGDataset(Dataset):
         index = torch.from_numpy(rows.astype(np.int64, copy=False))
         if len(rows) and self.cache.fixed_length() is not None:
             x = self.transform.apply_batch(self.cache.gather(rows), rng)
+            if self.partners is not None:
+                partner_rows = self.partners.draw(np.asarray(positions), rng)
+                partner = self.transform.apply_batch(self.cache.gather(partner_rows), rng)
+                extras["partner"] = torch.from_numpy(np.ascontiguousarray(partner, np.float32))
+                extras["partner_index"] = torch.from_numpy(partner_rows)  # which record it is
             return Batch(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), targets,
                          index, extras)  # fmt: skip
         signals = [self._sample(self.cache[int(j)], rng) for j in rows]
@@ -152,6 +172,10 @@ class ECGDataModule(L.LightningDataModule):
         label_fraction: keep this fraction of the training records (label-efficiency
             experiments; :func:`ecgx.splits.fraction.label_subset`), seeded by
             ``label_fraction_seed``.
+        pairs: ``patient``: every batch also holds ``partner``, another record of each record's
+            patient in the same split (its cache row in ``partner_index``) (itself when there is none; :mod:`ecgx.data.pairs`), for
+            contrastive pretraining across records. ``None``, ``segments`` or ``none`` (the
+            values of ``pretrain.objective.views.pairs`` that need no second record): no partner.
     """
 
     def __init__(
@@ -171,6 +195,7 @@ class ECGDataModule(L.LightningDataModule):
         labelled: bool = True,
         label_fraction: float = 1.0,
         label_fraction_seed: int = 0,
+        pairs: str | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -199,6 +224,12 @@ class ECGDataModule(L.LightningDataModule):
         self.labelled = bool(labelled)
         self.label_fraction = check_fraction(label_fraction)
         self.label_fraction_seed = int(label_fraction_seed)
+        if pairs not in PAIRS:
+            raise ConfigValueError(
+                f"data.pairs={pairs!r} is not one of {', '.join(map(str, PAIRS))}"
+            )
+        self.patient_pairs = pairs == "patient"
+        self.partners: dict[str, PatientPartners] = {}
 
     # -- building ------------------------------------------------------------------------------
     def cache_spec(self) -> dict:
@@ -259,6 +290,8 @@ class ECGDataModule(L.LightningDataModule):
             else:
                 # Streamed in chunks read from the file: memory stays that of one chunk.
                 normalize.fit(cache.stream(self.indices["train"]))
+        if self.patient_pairs:
+            self._pair_by_patient(cache)
         for name in SPLITS:
             self._datasets[name] = self.dataset_of(name)
         log.info(
@@ -276,7 +309,25 @@ class ECGDataModule(L.LightningDataModule):
         if name == "test" and self.test_uncropped and not train:
             transform = transform.uncropped()
         return ECGDataset(self._open_cache(), self.indices[name], self.targets, transform,
-                          train=train, extras=self.extras)  # fmt: skip
+                          train=train, extras=self.extras,
+                          partners=self.partners.get(name))  # fmt: skip
+
+    def _pair_by_patient(self, cache: SignalCache) -> None:
+        if cache.fixed_length() is None:
+            raise ConfigValueError(
+                "data.pairs=patient needs records of one length (a record and its partner are "
+                "batched together): add a fixed-length offline transform"
+            )
+        if "patient_id" not in cache.meta.columns:
+            raise ConfigValueError(
+                f"data.pairs=patient: dataset {type(self.dataset).__name__} gives no patient_id"
+            )
+        ids = cache.meta["patient_id"].to_numpy(dtype=object)
+        for name, rows in self.indices.items():
+            self.partners[name] = PatientPartners(rows, ids[rows])
+        train = self.partners["train"]
+        log.info("data.pairs=patient: %d of %d training records have another record of their "
+                 "patient", train.n_with_partner, len(train.rows))  # fmt: skip
 
     def add_extra_inputs(self, net: Any) -> None:
         """Put the extra inputs ``net`` takes (e.g. SE-ResNet18's demographics) into every

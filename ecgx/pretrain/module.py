@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from ecgx.errors import ConfigValueError
 from ecgx.models.base import head_parameter_names
 
 
@@ -56,7 +57,16 @@ class Pretrainer(L.LightningModule):
         return self.net.forward_features(x)
 
     def _step(self, stage: str, batch: dict) -> torch.Tensor:
-        loss, extra = self.objective(self.net, batch["signal"])
+        partner = batch.get("partner")
+        if partner is None:
+            loss, extra = self.objective(self.net, batch["signal"])
+        elif getattr(self.objective, "takes_partner", False):
+            loss, extra = self.objective(self.net, batch["signal"], partner)
+        else:
+            raise ConfigValueError(
+                f"data.pairs=patient: pretraining objective {type(self.objective).__name__} "
+                "uses no second record (only pretrain=contrastive does); unset data.pairs"
+            )
         size = len(batch["signal"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  sync_dist=stage != "train", batch_size=size)  # fmt: skip

@@ -160,7 +160,7 @@ class MaskedReconstruction(nn.Module):
 
 class Contrastive(nn.Module):
     """SimCLR on ECGs (Chen et al. 2020): two views of each record (:class:`Views`: CLOCS's
-    adjacent segments, 3KG's vectorcardiographic rotation and scaling, noise), the net's pooled
+    adjacent segments or another record of the same patient, 3KG's vectorcardiographic rotation and scaling, noise), the net's pooled
     features through a two-layer projection head, NT-Xent at ``temperature``."""
 
     def __init__(
@@ -178,8 +178,13 @@ class Contrastive(nn.Module):
         self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
                                         nn.Linear(dim, projection_dim))  # fmt: skip
 
-    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        a, b = self.views(x)
+    #: the Pretrainer passes each record's partner (data.pairs=patient) to this objective
+    takes_partner = True
+
+    def forward(
+        self, net: nn.Module, x: torch.Tensor, partner: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        a, b = self.views(x, partner)
         za = self.projection(net.forward_features(a).flatten(1))
         zb = self.projection(net.forward_features(b).flatten(1))
         loss = nt_xent(za, zb, self.temperature)

@@ -1,7 +1,12 @@
 """Two views of each ECG of a batch for contrastive pretraining (torch, on the batch's device).
 
-- ``segments``: CLOCS's contrastive multi-segment coding (Kiyasseh et al., ICML 2021): the two
-  views are the two adjacent, non-overlapping halves of the record (same patient, same time).
+- ``pairs``: where the two views come from. ``segments``: CLOCS's contrastive multi-segment
+  coding (CMSC, Kiyasseh et al., ICML 2021), the two adjacent, non-overlapping halves of the
+  record (same patient, same time). ``patient``: across records as CLOCS's CMLP pairs
+  recordings of one patient: the record's first half and the second half of its partner,
+  another record of the same patient that the DataModule puts in the batch
+  (``data.pairs=patient``, :mod:`ecgx.data.pairs`); a patient with one record is paired with
+  itself, which is CMSC's pair. ``none``: the whole record twice (augmentations alone).
 - ``rotation_deg`` / ``scale``: 3KG (Gopal et al., ML4H 2021): each view goes to a
   vectorcardiogram by the inverse Dower transform of leads I, II, V1-V6 (Edenbrandt & Pahlm
   1988), is rotated about the three axes by angles drawn uniformly in ±``rotation_deg`` and
@@ -24,7 +29,9 @@ import torch
 
 from ecgx.errors import ConfigValueError
 
-__all__ = ["INVERSE_DOWER", "Views", "rotate_vcg"]
+__all__ = ["INVERSE_DOWER", "PAIRS", "Views", "rotate_vcg"]
+
+PAIRS = ("segments", "patient", "none")
 
 # Rows X, Y, Z; columns V1, V2, V3, V4, V5, V6, I, II (Edenbrandt & Pahlm, J Electrocardiol 1988).
 INVERSE_DOWER = torch.tensor(
@@ -79,21 +86,36 @@ class Views:
 
     def __init__(
         self,
-        segments: bool = True,
+        pairs: str = "segments",
         rotation_deg: float = 45.0,
         scale: Sequence[float] = (1.0, 1.5),
         noise_std: float = 0.05,
     ) -> None:
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise ConfigValueError(f"pretrain views: scale must be [low, high] > 0, got {scale}")
-        self.segments = bool(segments)
+        if pairs not in PAIRS:
+            raise ConfigValueError(
+                f"pretrain.objective.views.pairs={pairs!r} is not one of {', '.join(PAIRS)}"
+            )
+        self.pairs = pairs
         self.rotation_deg = float(rotation_deg)
         self.scale = (float(scale[0]), float(scale[1]))
         self.noise_std = float(noise_std)
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.segments:
-            half = x.shape[-1] // 2
+    def __call__(
+        self, x: torch.Tensor, partner: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of a batch ``x`` (B, leads, T); ``partner`` (same shape): each
+        record's partner (``pairs=patient``)."""
+        half = x.shape[-1] // 2
+        if self.pairs == "patient":
+            if partner is None or partner.shape != x.shape:
+                raise ConfigValueError(
+                    "pretrain.objective.views.pairs=patient needs each record's partner of the "
+                    "same shape in the batch: set data.pairs=patient (pretrain=contrastive does)"
+                )
+            a, b = x[..., :half], partner[..., half : 2 * half]
+        elif self.pairs == "segments":
             a, b = x[..., :half], x[..., half : 2 * half]
         else:
             a, b = x, x

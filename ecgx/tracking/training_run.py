@@ -161,6 +161,8 @@ class TrackedRun:
         sizes["data/n_unlabelled_dropped"] = datamodule.dropped_unlabelled
         sizes["data/n_skipped"] = len(datamodule.cache.skipped)
         sizes["data/classes"] = ",".join(datamodule.class_names)
+        if "train" in getattr(datamodule, "partners", {}):  # data.pairs=patient
+            sizes["data/n_train_with_partner"] = datamodule.partners["train"].n_with_partner
         for field, count in datamodule.extras_missing.items():  # the model's extra inputs
             sizes[f"data/n_missing_{field}"] = count
         from ecgx.tracking.lineage import data_version, log_dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from ecgx.errors import ConfigValueError
 from ecgx.models.patch_transformer import PatchTransformer
 from ecgx.models.s4 import S4Classifier
+from ecgx.pretrain.module import Pretrainer
 from ecgx.pretrain.objectives import (
     CPC,
     Contrastive,
@@ -116,11 +118,33 @@ def test_3kg_views_keep_the_limb_lead_relations_and_rotate() -> None:
     assert not torch.allclose(out, same, atol=1e-3)
 
 
-def test_contrastive_views_are_adjacent_halves() -> None:
-    views = Views(segments=True, rotation_deg=0.0, scale=(1.0, 1.0), noise_std=0.0)
+def test_contrastive_views_are_adjacent_halves_or_the_partners_second_half() -> None:
+    plain = {"rotation_deg": 0.0, "scale": (1.0, 1.0), "noise_std": 0.0}
     x = torch.arange(12 * 10, dtype=torch.float32).reshape(1, 12, 10)
-    a, b = views(x)
+    partner = -x
+    a, b = Views(pairs="segments", **plain)(x, partner)
     assert torch.equal(a, x[..., :5]) and torch.equal(b, x[..., 5:])
+    a, b = Views(pairs="patient", **plain)(x, partner)
+    assert torch.equal(a, x[..., :5]) and torch.equal(b, partner[..., 5:])
+    with pytest.raises(ConfigValueError, match="set data.pairs=patient"):
+        Views(pairs="patient", **plain)(x)
+    with pytest.raises(ConfigValueError, match="views.pairs='record'"):
+        Views(pairs="record")
+
+
+def test_only_the_contrastive_objective_takes_a_partner() -> None:
+    net = S4Classifier(12, 2, d_model=8, d_state=4, n_layers=1, bidirectional=False,
+                       encoder_widths=[8], encoder_kernels=[1], encoder_strides=[1])  # fmt: skip
+    batch = {"signal": torch.randn(2, 12, 40), "partner": torch.randn(2, 12, 40)}
+    cpc = Pretrainer(net, functools.partial(CPC, steps=2), torch.optim.Adam)
+    with pytest.raises(ConfigValueError, match="CPC uses no second record"):
+        cpc.training_step(batch, 0)
+    views = Views(pairs="patient", rotation_deg=0.0, scale=(1.0, 1.0), noise_std=0.0)
+    contrastive = Contrastive(net, views)
+    with torch.no_grad():
+        loss, _ = contrastive(net, batch["signal"], batch["partner"])
+        same, _ = contrastive(net, batch["signal"], batch["signal"])
+    assert not torch.isclose(loss, same)  # the partner, not the record, made the second view
 
 
 def test_contrastive_loss_falls_when_views_match() -> None:
