@@ -1,7 +1,8 @@
 """Positive pairs across records of one patient (``data.pairs=patient``).
 
-CLOCS (Kiyasseh et al., ICML 2021) pairs views of the same patient: adjacent segments of one
-record (CMSC) or, where a patient has several recordings, different recordings (CMLP). Each
+CLOCS (Kiyasseh et al., ICML 2021) makes views that share a patient id positives: adjacent
+segments of one record (CMSC) and, where a patient has several recordings, views of different
+recordings. Each
 record of a split gets a partner: another record of the same patient in the same split, drawn
 at random per batch in training (the next one of the patient's records in evaluation, so the
 validation loss is repeatable), itself when the patient has no other record there. The

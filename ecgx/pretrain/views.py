@@ -2,8 +2,8 @@
 
 - ``pairs``: where the two views come from. ``segments``: CLOCS's contrastive multi-segment
   coding (CMSC, Kiyasseh et al., ICML 2021), the two adjacent, non-overlapping halves of the
-  record (same patient, same time). ``patient``: across records as CLOCS's CMLP pairs
-  recordings of one patient: the record's first half and the second half of its partner,
+  record (same patient, same time). ``patient``: across records, as CLOCS takes views that
+  share a patient id as positives: the record's first half and the second half of its partner,
   another record of the same patient that the DataModule puts in the batch
   (``data.pairs=patient``, :mod:`ecgx.data.pairs`); a patient with one record is paired with
   itself, which is CMSC's pair. ``none``: the whole record twice (augmentations alone).
