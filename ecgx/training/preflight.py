@@ -17,6 +17,7 @@ def preflight(cfg: DictConfig) -> None:
     """Every check, cheapest first: a wrong key or an unreachable server is reported in seconds."""
     refuse_ddp_in_local_multirun(cfg)
     check_required(cfg)
+    check_pairs(cfg)
     check_writable_paths(cfg)
     if enabled(cfg.get("logger")):
         check_tracking_uri(cfg.tracking_uri)
@@ -38,6 +39,21 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigValueError(
             f"{', '.join(unset)}: this experiment requires a value; give it on the command line "
             f"({' '.join(f'{k}=...' for k in unset)})"
+        )
+
+
+def check_pairs(cfg: DictConfig) -> None:
+    """``data.pairs=patient`` reads a second record per record; only contrastive pretraining
+    uses it, so anywhere else it would double the reading for nothing."""
+    if OmegaConf.select(cfg, "data.pairs") != "patient":
+        return
+    pretrain = cfg.get("pretrain")
+    objective = OmegaConf.select(pretrain, "objective._target_") if enabled(pretrain) else None
+    if objective != "ecgx.pretrain.objectives.Contrastive":
+        raise ConfigValueError(
+            "data.pairs=patient: only contrastive pretraining uses a second record "
+            f"(pretrain=contrastive pretrain.objective.views.pairs=patient); this run's "
+            f"objective is {objective or 'none (classification)'}"
         )
 
 

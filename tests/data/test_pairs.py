@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from ecgx.data.datamodule import ECGDataModule
 from ecgx.data.pairs import PatientPartners
 from ecgx.errors import ConfigValueError
+from ecgx.training.preflight import check_pairs
 
 
 def test_partners_are_other_records_of_the_same_patient_or_the_record_itself() -> None:
@@ -57,3 +58,11 @@ def test_batches_carry_a_partner_of_the_same_patient(compose_train) -> None:
     assert patient[single["partner_index"]] == patient[single["index"]]
     with pytest.raises(ConfigValueError, match="data.pairs='cmlp' is not one of"):
         ECGDataModule(dataset=None, split=None, pairs="cmlp")
+
+
+def test_patient_pairs_outside_contrastive_pretraining_are_refused(compose_train) -> None:
+    check_pairs(compose_train("pretrain=contrastive", "pretrain.objective.views.pairs=patient"))
+    for overrides, objective in ((["data.pairs=patient"], "none"),
+                                 (["pretrain=cpc", "data.pairs=patient"], "objectives.CPC")):  # fmt: skip
+        with pytest.raises(ConfigValueError, match=f"this run's objective is .*{objective}"):
+            check_pairs(compose_train(*overrides))
