@@ -42,6 +42,13 @@ class ECGClassifier(L.LightningModule):
             the encoder is frozen and kept in eval mode, so BatchNorm statistics and dropout
             stay as pretrained) or ``fine_tune`` (every layer; the encoder's learning rate is
             ``encoder_lr_factor`` × the optimiser's).
+        standardize_features: linear probe only: the head is trained on the frozen encoder's
+            pooled features standardised by their mean and std over the training records
+            (MAE's BatchNorm without affine before its linear probe). Pooled features can vary
+            little around large offsets, which an optimiser on the raw features fits slowly.
+            Every checkpoint holds the head folded back onto the raw features (``W/σ``,
+            ``b − W·μ/σ``), so what ``eval``, ``predict``, ``export`` and ``init_from`` load
+            is the model's own plain head.
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class ECGClassifier(L.LightningModule):
         calibration: str = "shared",
         protocol: str = "supervised",
         encoder_lr_factor: float = 1.0,
+        standardize_features: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -71,6 +79,14 @@ class ECGClassifier(L.LightningModule):
         self.task = task
         self.protocol = protocol
         self.encoder_lr_factor = float(encoder_lr_factor)
+        self.standardize_features = bool(standardize_features)
+        if self.standardize_features and protocol != "linear_probe":
+            raise ConfigValueError(
+                "module.standardize_features needs module.protocol=linear_probe (the features "
+                f"of an encoder that learns change as it does), got {protocol!r}"
+            )
+        #: (mean, std) of the frozen features while the head trains on them standardised
+        self.feature_scaler: tuple[torch.Tensor, torch.Tensor] | None = None
         if train_head_only or protocol == "linear_probe":
             _freeze_all_but_head(net)
         self.net = torch.compile(net) if compile else net
@@ -112,7 +128,71 @@ class ECGClassifier(L.LightningModule):
         self.raw_logits = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
-        return self.net(x, **extras)
+        if self.feature_scaler is None:
+            return self.net(x, **extras)
+        mean, std = self.feature_scaler
+        features = self.net.forward_features(x, **extras)
+        return self.net.forward_head((features - mean) / std, **extras)
+
+    def on_fit_start(self) -> None:
+        if self.standardize_features:
+            self._standardize_head_input()
+
+    def on_fit_end(self) -> None:
+        if self.feature_scaler is not None:
+            self._fold_scaler_into_head(self._head().weight, self._head().bias)
+            self.feature_scaler = None
+
+    def _head(self) -> nn.Linear:
+        net = getattr(self.net, "_orig_mod", self.net)
+        head = getattr(net, "head", None)
+        if tuple(net.head_modules) != ("head",) or not isinstance(head, nn.Linear):
+            raise ConfigValueError(
+                f"module.standardize_features: {type(net).__name__}'s head is not one linear "
+                "layer, which the standardisation is folded into"
+            )
+        return head
+
+    @torch.no_grad()
+    def _standardize_head_input(self) -> None:
+        """Mean and std of the frozen features over the training records (centre crops, as
+        evaluated), and the head re-expressed on standardised features: the same function."""
+        from ecgx.data.datamodule import collate
+
+        head = self._head()
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "dataset_of"):
+            raise ConfigValueError("module.standardize_features needs ecgx's DataModule")
+        loader = torch.utils.data.DataLoader(
+            datamodule.dataset_of("train", train=False),
+            batch_size=datamodule.eval_batch_size,
+            collate_fn=collate,
+        )
+        net = getattr(self.net, "_orig_mod", self.net)
+        was_training = net.training
+        net.eval()
+        features = torch.cat([
+            net.forward_features(batch["signal"].to(self.device),
+                                 **{k: v.to(self.device) for k, v in self.extras(batch).items()})
+            .flatten(1).float()
+            for batch in loader
+        ])  # fmt: skip
+        net.train(was_training)
+        self._hold_encoder_frozen()
+        mean, std = features.mean(0), features.std(0, unbiased=False).clamp_min(1e-6)
+        # Resumed runs restore the folded head: unfolded, it is exactly the one trained so far.
+        head.bias += head.weight @ mean
+        head.weight *= std
+        self.feature_scaler = (mean, std)
+
+    @torch.no_grad()
+    def _fold_scaler_into_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """``weight``/``bias`` (in place) from standardised features back to raw ones."""
+        if self.feature_scaler is None:
+            return
+        mean, std = (t.to(weight.device) for t in self.feature_scaler)
+        weight /= std
+        bias -= weight @ mean
 
     def extras(self, batch: dict) -> dict[str, torch.Tensor]:
         """The batch's inputs besides the signal that the model takes (by keyword)."""
@@ -188,6 +268,12 @@ class ECGClassifier(L.LightningModule):
             self._calibration_epoch_end(stage, probs, targets)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.feature_scaler is not None:
+            state = checkpoint["state_dict"]
+            prefix = "net._orig_mod.head." if "net._orig_mod.head.weight" in state else "net.head."
+            weight, bias = state[prefix + "weight"].clone(), state[prefix + "bias"].clone()
+            self._fold_scaler_into_head(weight, bias)
+            state[prefix + "weight"], state[prefix + "bias"] = weight, bias
         # Plain lists and strings: checkpoints load with weights_only=True.
         checkpoint["ecgx"] = {
             "thresholds": None if self.val_thresholds is None else self.val_thresholds.tolist(),
@@ -231,6 +317,7 @@ class ECGClassifier(L.LightningModule):
         self.temperature_fitted.fill_(True)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.feature_scaler = None  # checkpoints hold the folded head (see on_save_checkpoint)
         thresholds = (checkpoint.get("ecgx") or {}).get("thresholds")
         self.val_thresholds = None if thresholds is None else np.asarray(thresholds)
         # Checkpoints from before calibration have no temperature: the identity, not fitted.

@@ -95,3 +95,83 @@ def test_init_from_a_pretraining_checkpoint_of_another_model_is_an_error(tmp_pat
                                    "MaskedReconstruction")  # fmt: skip
     with pytest.raises(ConfigValueError, match="MaskedReconstruction pretraining checkpoint"):
         load_pretrained(S4Classifier(12, 5, d_model=8, d_state=4, n_layers=1), path)
+
+
+def test_standardised_probe_trains_on_standard_features_and_saves_a_plain_head(
+    compose_train,
+) -> None:
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    dm = instantiate(compose_train().data)
+    dm.setup("fit")
+    net = S4Classifier(12, 5, d_model=8, d_state=4, n_layers=1)
+    module = _module(compose_train, net, "module.protocol=linear_probe",
+                     "module.standardize_features=true")  # fmt: skip
+    module.eval()
+    x = next(iter(dm.val_dataloader()))["signal"][:6]
+    before = module(x)
+    module._trainer = SimpleNamespace(datamodule=dm)
+    module._standardize_head_input()
+    module._trainer = None
+    # The same function, but the head now sees standardised training features.
+    torch.testing.assert_close(module(x), before, rtol=1e-4, atol=1e-5)
+    train = torch.from_numpy(dm.transform.normalize(dm.cache.gather(dm.indices["train"])))
+    mean, std = module.feature_scaler
+    standard = (net.forward_features(train.float()) - mean) / std
+    torch.testing.assert_close(standard.mean(0), torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standard.std(0, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+    # One training step in the standardised coordinates, then the checkpoint: its head is
+    # folded back onto the raw features, and the live module is left as it was.
+    module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch = {"signal": train[:16].float(), "target": torch.from_numpy(dm.targets[:16]).float()}
+    module.training_step(batch, 0).backward()
+    optimizer.step()
+    module.eval()
+    trained = module(x)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    torch.testing.assert_close(module(x), trained)
+    plain = S4Classifier(12, 5, d_model=8, d_state=4, n_layers=1).eval()
+    plain.load_state_dict({k[4:]: v for k, v in checkpoint["state_dict"].items()
+                           if k.startswith("net.")})  # fmt: skip
+    torch.testing.assert_close(plain(x), trained, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(plain.head.weight, net.head.weight)  # folded, not copied
+    with pytest.raises(ConfigValueError, match="standardize_features needs module.protocol"):
+        ECGClassifier(net, torch.optim.Adam, standardize_features=True)
+
+
+@pytest.mark.slow
+def test_standardised_probe_run_logs_a_checkpoint_with_a_plain_head(compose_train) -> None:
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from ecgx.commands.train import train
+    from ecgx.tracking.runs import resolve_checkpoint
+
+    cfg = compose_train("model=s4", "model.d_model=8", "model.n_layers=1", "debug=smoke",
+                        "module.protocol=linear_probe", "module.standardize_features=true",
+                        "experiment_name=probe-standardised")  # fmt: skip
+    metrics = train(cfg)
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("probe-standardised").experiment_id])
+    assert run.info.status == "FINISHED" and 0 <= metrics["test/macro_auroc"] <= 1
+    # The checkpoint holds the plain model, and the run's test (after fit, from that
+    # checkpoint) scored with it: the model config's net with those weights gives the logged
+    # test predictions, with no scaler applied.
+    net = instantiate(cfg.model, in_channels=12, num_classes=5).eval()
+    state = torch.load(resolve_checkpoint(run.info.run_id, cfg.tracking_uri), weights_only=True)
+    net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    ids = dm.cache.meta["record_id"].astype(str).to_numpy()
+    x = torch.from_numpy(dm.transform.normalize(dm.cache.gather(dm.indices["test"]))).float()
+    with torch.no_grad():
+        probs = torch.sigmoid(net(x)).numpy()
+    logged = pd.read_csv(client.download_artifacts(run.info.run_id,  # ids as the cache has them
+                                                   "predictions/test_predictions.csv"),
+                         dtype={"record_id": str})  # fmt: skip
+    logged = logged.set_index("record_id").loc[ids[dm.indices["test"]]]
+    columns = [f"prob_{c}" for c in dm.class_names]
+    np.testing.assert_allclose(logged[columns].to_numpy(), probs, rtol=1e-4, atol=1e-5)
