@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +226,8 @@ def build_figures(train_cfg: DictConfig, n: int, sizes: dict[str, int], work: Pa
         raise RuntimeError(f"scale: the cache holds {0 if cache is None else len(cache)} of {n}")
     cache_bytes = sum(f.stat().st_size for f in cache.path.iterdir())
     signal_bytes = (cache.path / "signals.f32").stat().st_size
-    headers = list(islice((work / "mimic-iv-ecg" / "files").rglob("*.hea"), 1000))
+    root = work / "mimic-iv-ecg"
+    headers = [root / f"{p}.hea" for p in _paths(root, 1000)]
     # the .dat each study would have on its own, plus its header
     raw = n * (SAMPLES * 12 * 2 + sum(h.stat().st_size for h in headers) / len(headers))
     total = sum(shard_s) + join_s
@@ -256,14 +256,16 @@ from hydra.utils import instantiate
 from ecgx.bench.core import compose_train
 
 cfg = compose_train(json.loads(sys.argv[1]))
-dm = instantiate(cfg.data)
+# What the data module does in setup(), without importing it (torch, Lightning): the reader
+# and the split alone.
+dataset, split = instantiate(cfg.dataset), instantiate(cfg.split)
 t0 = time.perf_counter()
-meta = dm.dataset.metadata()
+meta = dataset.metadata()
 t1 = time.perf_counter()
-y, classes, keep = dm.dataset.labels(meta)
+y, classes, keep = dataset.labels(meta)
 kept = np.flatnonzero(keep)
 t2 = time.perf_counter()
-parts = dm.split(meta.iloc[kept].reset_index(drop=True), y[kept])
+parts = split(meta.iloc[kept].reset_index(drop=True), y[kept])
 t3 = time.perf_counter()
 print(json.dumps({"rows": len(meta), "kept": len(kept), "metadata": t1 - t0, "labels": t2 - t1,
                   "split": t3 - t2, "sizes": {k: len(v) for k, v in parts.items()},
