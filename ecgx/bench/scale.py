@@ -209,6 +209,8 @@ def build_figures(train_cfg: DictConfig, n: int, sizes: dict[str, int], work: Pa
     """The cache built shard after shard, then joined, as ``ecgx data cache`` does it."""
     from hydra.utils import instantiate
 
+    from ecgx.data.shards import n_chunks
+
     shards, workers = sizes["shards"], sizes["workers"]
     datamodule = instantiate(train_cfg.data)
     shard_s, shard_n = [], []
@@ -240,7 +242,8 @@ def build_figures(train_cfg: DictConfig, n: int, sizes: dict[str, int], work: Pa
         Figure(SUITE, "shard build", "records/s", [k / s for k, s in zip(shard_n, shard_s)], params=p,
                note="each shard on its own (what one node of N does)"),
         Figure(SUITE, "join", "s", [join_s], params=p,
-               note=f"{n:,} chunk markers merged, {signal_bytes / GB:.2f} GB concatenated "
+               note=f"{n_chunks(n):,} chunk markers of {n:,} records merged, "
+               f"{signal_bytes / GB:.2f} GB concatenated "
                f"({signal_bytes / GB / join_s:.2f} GB/s)"),
         Figure(SUITE, "cache bytes/record", "bytes", [cache_bytes / n], params=p,
                note=f"signals {signal_bytes / n:,.0f} + index, metadata and spec"),
