@@ -305,6 +305,8 @@ def build_or_open(
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
             log.info("cache hit: %s", final)
+            if parts.exists():  # a build killed between its rename and removing its parts
+                shards.remove(parts)
     return SignalCache(final)
 
 
