@@ -46,6 +46,14 @@ class CacheIncomplete(EcgxError):
     """A sharded build whose shards are not all finished (or do not belong together)."""
 
 
+class ChunkError(RecordError):
+    """The first unreadable record of a build under on_error=raise, in chunk ``chunk``."""
+
+    def __init__(self, message: str, chunk: int) -> None:
+        super().__init__(message)
+        self.chunk = chunk
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard ``index`` of ``count``: the index-th contiguous run of the build's chunks."""
@@ -211,7 +219,7 @@ def build_chunks(job: C._Job, parts: Path, shard: Shard, workers: int) -> tuple[
         for i, (count, error) in enumerate(results, 1):
             decoded += count
             if error is not None:
-                raise RecordError(error)
+                raise ChunkError(error, todo[i - 1][0])
             if i % every == 0:
                 rate = decoded / max(time.perf_counter() - t0, 1e-9)
                 log.info("cache build: %d/%d chunks, %.0f records/s", i, len(todo), rate)
@@ -263,7 +271,13 @@ def build_resumable(
     decoded = 0
     if plan["shards"] == 1:
         check_plan(parts, job.rows, Shard(0, 1), create=True)
-        decoded, _ = build_chunks(job, parts, Shard(0, 1), workers)
+        try:
+            decoded, _ = build_chunks(job, parts, Shard(0, 1), workers)
+        except ChunkError as err:
+            # A record before it refused by the checks across records (another rate, other
+            # leads) is the first error in record order, as in an in-process build.
+            _merge(parts, job, range(err.chunk))
+            raise
     elif missing := missing_shards(parts, len(job.rows), plan["shards"]):
         raise CacheIncomplete(
             f"{parts}: a build in {plan['shards']} shards, not finished: shards "
@@ -282,34 +296,47 @@ def join(
     merge = C._Merge(job.rows, job.on_error)
     with open(out / C.SIGNALS, "wb") as dst:
         for k in range(n_chunks(len(job.rows))):
-            items = json.loads((parts / f"{k:07d}.json").read_text())["items"]
-            keep: list[tuple[int, int]] = []  # byte ranges of the chunk's records kept
-            at = 0
-            for item in items:
-                if len(item) == 2:
-                    merge.fail(item[0], RecordError(item[1]))
-                    continue
-                pos, record_id, fs, names, length, nbytes = item
-                if merge.admit(pos, record_id, fs, tuple(names), length):
-                    if keep and keep[-1][0] + keep[-1][1] == at:
-                        keep[-1] = (keep[-1][0], keep[-1][1] + nbytes)
-                    else:
-                        keep.append((at, nbytes))
-                at += nbytes
-            with open(parts / f"{k:07d}.f32", "rb") as src:
+            keep = _admit(parts, k, merge)
+            chunk = parts / f"{k:07d}.f32"
+            with open(chunk, "rb") as src:
                 for start, size in keep:
-                    _copy(src.fileno(), dst.fileno(), start, size)
+                    _copy(src.fileno(), dst.fileno(), start, size, chunk)
     C._finish(out, spec, meta, merge, workers, t0)
 
 
-def _copy(src: int, dst: int, offset: int, size: int) -> None:
+def _admit(parts: Path, k: int, merge: C._Merge) -> list[tuple[int, int]]:
+    """Chunk ``k``'s records through the checks across records: the byte ranges kept."""
+    keep: list[tuple[int, int]] = []
+    at = 0
+    for item in json.loads((parts / f"{k:07d}.json").read_text())["items"]:
+        if len(item) == 2:
+            merge.fail(item[0], RecordError(item[1]))
+            continue
+        pos, record_id, fs, names, length, nbytes = item
+        if merge.admit(pos, record_id, fs, tuple(names), length):
+            if keep and keep[-1][0] + keep[-1][1] == at:
+                keep[-1] = (keep[-1][0], keep[-1][1] + nbytes)
+            else:
+                keep.append((at, nbytes))
+        at += nbytes
+    return keep
+
+
+def _merge(parts: Path, job: C._Job, chunks: range) -> None:
+    merge = C._Merge(job.rows, job.on_error)
+    for k in chunks:
+        _admit(parts, k, merge)
+
+
+def _copy(src: int, dst: int, offset: int, size: int, name: Path) -> None:
     while size:
         try:
             done = os.copy_file_range(src, dst, size, offset)
         except (AttributeError, OSError):  # not Linux, or a filesystem that refuses it
             done = os.write(dst, os.pread(src, min(size, 1 << 24), offset))
         if done <= 0:
-            raise RecordError(f"chunk file {src}: ended {size} bytes early (a damaged part)")
+            raise RecordError(f"{name}: ends {size} bytes before its marker says (a damaged "
+                              "part: delete it and its .json, and build again)")  # fmt: skip
         offset, size = offset + done, size - done
 
 

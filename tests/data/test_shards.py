@@ -142,6 +142,16 @@ def test_a_bad_record_under_raise_leaves_its_chunk_unmarked(tmp_path: Path) -> N
     assert not set(range(8)) & set(_decoded(tmp_path / "fixed.log"))
 
 
+def test_first_error_in_record_order_across_both_kinds(tmp_path: Path) -> None:
+    # Record 6's rate is refused only against the records before it (at the join), record 17 is
+    # unreadable (in its chunk): 6 comes first, as in an in-process build.
+    reader = LoggedReader(tmp_path / "r.log", bad={17}, other_fs={6})
+    with pytest.raises(RecordError, match="record 6: fs 200.0 Hz"):
+        build_or_open(tmp_path / "a", SPEC, _meta(24), reader, _identity, workers=2)
+    with pytest.raises(RecordError, match="record 6: fs 200.0 Hz"):
+        build_or_open(tmp_path / "b", SPEC, _meta(24), reader, _identity, workers=1)
+
+
 def test_a_damaged_chunk_is_read_again(tmp_path: Path) -> None:
     build_shard(tmp_path, SPEC, _meta(12), LoggedReader(tmp_path / "a.log"), _identity, "0/1")
     parts = tmp_path / f".{cache_key(SPEC)}.parts"
