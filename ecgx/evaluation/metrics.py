@@ -390,46 +390,6 @@ def bootstrap_ci(
 RESAMPLE_BLOCK_ELEMENTS = 1 << 21
 
 
-def resampled_macro_auroc(y_true: np.ndarray, y_prob: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Macro AUROC of every bootstrap resample at once: ``draws`` (resamples, n) are the record
-    indices of each resample; returns (resamples,), NaN where no class is defined.
-
-    Hand-written because torchmetrics (and its ``BootStrapper``) scores one resample per call:
-    hundreds of calls per robustness row or subgroup cost ~100× the model's forwards. A resample
-    is the original records weighted by how often each was drawn, so each class is sorted once
-    and the Mann–Whitney statistic of every resample is a weighted sum over that one order
-    (ties count half, as the trapezoidal ROC of :func:`ranking_metrics` counts them). A class
-    without a positive or a negative in a resample is left out of that resample's macro, as
-    :func:`ranking_metrics` leaves it out.
-    """
-    y_true = np.asarray(y_true).astype(bool)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    r, n = draws.shape
-    counts = np.bincount((draws + n * np.arange(r)[:, None]).ravel(), minlength=r * n)
-    counts = counts.reshape(r, n).astype(np.float64)
-    per_class = np.full((r, y_true.shape[1]), np.nan)
-    for c in range(y_true.shape[1]):
-        order = np.argsort(y_prob[:, c], kind="stable")
-        scores, positive = y_prob[order, c], y_true[order, c]
-        weights = counts[:, order]
-        negatives = np.cumsum(np.where(positive, 0.0, weights), axis=1)
-        below = np.concatenate([np.zeros((r, 1)), negatives], axis=1)  # before position k
-        starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # tie groups
-        ends = np.r_[starts[1:], n]
-        group = np.repeat(np.arange(len(starts)), ends - starts)
-        credit = below[:, starts] + 0.5 * (below[:, ends] - below[:, starts])
-        pos = np.flatnonzero(positive)
-        n_pos = weights[:, pos].sum(1)
-        n_neg = negatives[:, -1]
-        wins = (weights[:, pos] * credit[:, group[pos]]).sum(1)
-        ok = (n_pos > 0) & (n_neg > 0)
-        per_class[ok, c] = wins[ok] / (n_pos[ok] * n_neg[ok])
-    out = np.full(r, np.nan)
-    any_defined = np.isfinite(per_class).any(1)
-    out[any_defined] = np.nanmean(per_class[any_defined], axis=1)
-    return out
-
-
 #: metrics given a bootstrap interval at test time (when present for the task)
 BOOTSTRAPPED = ("macro_auroc", "macro_auprc", "fmax_ptbxl", "macro_f1_tuned", "macro_f1",
                 "accuracy", "challenge_score", "r2", "mae")  # fmt: skip

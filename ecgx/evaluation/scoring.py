@@ -15,8 +15,8 @@ from ecgx.evaluation.metrics import (
     evaluate_split,
     macro_auroc,
     ranking_metrics,
-    resampled_macro_auroc,
 )
+from ecgx.evaluation.statistics import resampled_macro_auroc
 
 #: multi-label metrics computed without the threshold sweeps of :func:`evaluate_split`
 _RANKING = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc")
