@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = select_runs(runs, _pairs(args.param, "param"), _pairs(args.tag, "tag"), names)
     logged, group_by, metrics, decisions = runs, _split(args.group_by), _split(args.metrics), None
     if args.references:
-        from ecgx.tracking.references import add_references, reference_root
+        from ecgx.tracking.references import add_references, reference_root, with_parent_config
         from ecgx.tracking.references import default_metrics as reference_metrics
 
+        runs = with_parent_config(runs, uri)
         if group_by is None:
             group_by = study_rows(runs) if args.layout == "study" and runs else (
                 default_group_by(runs) if runs else [])  # fmt: skip

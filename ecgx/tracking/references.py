@@ -147,6 +147,28 @@ def _run_decisions(
     return out
 
 
+def with_parent_config(runs: Sequence[Any], tracking_uri: str) -> list[Any]:
+    """``runs`` with an ``ecgx eval`` child run's parent's params and tags (its model, its
+    overrides) under its own: the child logs only what it evaluated, and would otherwise be a
+    row without a model name."""
+    from mlflow.tracking import MlflowClient
+
+    client, parents, out = MlflowClient(tracking_uri), {}, []
+    for run in runs:
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        if not parent_id:
+            out.append(run)
+            continue
+        if parent_id not in parents:
+            parents[parent_id] = client.get_run(parent_id).data
+        parent = parents[parent_id]
+        tags = {k: v for k, v in parent.tags.items() if not k.startswith("mlflow.")}
+        out.append(_run_like(run.info.run_id, run.info.run_name, dict(run.data.metrics),
+                             {**parent.params, **run.data.params}, {**tags, **run.data.tags},
+                             run.info.experiment_id))  # fmt: skip
+    return out
+
+
 def _run_like(run_id: str, name: str, metrics: dict, params: dict, tags: dict, experiment: Any):
     info = SimpleNamespace(run_id=run_id, run_name=name, experiment_id=experiment)
     return SimpleNamespace(info=info, data=SimpleNamespace(metrics=metrics, params=params,

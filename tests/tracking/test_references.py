@@ -92,7 +92,18 @@ def _log_run(client: MlflowClient, tmp: Path, exp: str, model: str, ids: np.ndar
              thresholds: np.ndarray | None = None) -> str:  # fmt: skip
     found = client.get_experiment_by_name(exp)
     exp_id = found.experiment_id if found else client.create_experiment(exp)
-    run_id = client.create_run(exp_id, run_name=f"{model}-{split}").info.run_id
+    config = [Param("choice/model", model), Param("data/classes", ",".join(CLASSES))]
+    tags = [RunTag("ecgx.overrides", json.dumps([f"model={model}"]))]
+    if split == "all":  # as `ecgx eval`: a child run without the training run's config
+        found = client.get_experiment_by_name("trained")
+        trained = found.experiment_id if found else client.create_experiment("trained")
+        parent = client.create_run(trained, run_name=model).info.run_id
+        client.log_batch(parent, params=config, tags=tags)
+        client.set_terminated(parent, "FINISHED")
+        config, tags = [], [RunTag("mlflow.parentRunId", parent)]
+    run_id = client.create_run(
+        exp_id, run_name=f"{model}-{split}", tags={t.key: t.value for t in tags}
+    ).info.run_id
     table = pd.DataFrame({"record_id": ids})
     for i, c in enumerate(CLASSES):
         table[f"prob_{c}"], table[f"true_{c}"] = probs[:, i], truth[:, i]
@@ -105,9 +116,7 @@ def _log_run(client: MlflowClient, tmp: Path, exp: str, model: str, ids: np.ndar
     if thresholds is not None:
         metrics += [Metric(f"{split}/threshold_{c}", float(t), 0, 0)
                     for c, t in zip(CLASSES, thresholds)]  # fmt: skip
-    client.log_batch(run_id, metrics=metrics,
-                     params=[Param("choice/model", model), Param("data/classes", ",".join(CLASSES))],
-                     tags=[RunTag("ecgx.overrides", json.dumps([f"model={model}"]))])  # fmt: skip
+    client.log_batch(run_id, metrics=metrics, params=config)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
