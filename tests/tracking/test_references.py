@@ -237,3 +237,53 @@ def test_reference_folder_errors_name_the_file(tmp_path: Path) -> None:
     gold.assign(AF=gold["AF"] * 0.7).to_csv(tmp_path / "dnn.csv", index=False)
     with pytest.raises(SystemExit, match="dnn.csv: values other than 0 and 1"):
         read_annotators(tmp_path)
+
+
+@pytest.mark.slow
+def test_trained_and_evaluated_runs_beside_the_references(tmp_path: Path, compose_train, capsys):
+    """The real path: train on dataset=code_test (tracings written here, the real tables), then
+    `ecgx eval … dataset=code_test subset=all`; compare places both beside the annotators, each
+    run decided at the thresholds it logged."""
+    import shutil
+
+    import h5py
+
+    from ecgx.commands.evaluate import evaluate_run
+    from ecgx.commands.train import train
+
+    root = tmp_path / "code-test"
+    root.mkdir()
+    for name in ("gold_standard", "dnn", "cardiologist1", "attributes"):
+        shutil.copy(CODE_TEST / f"{name}.csv", root)
+    rng = np.random.default_rng(0)
+    with h5py.File(root / "ecg_tracings.hdf5", "w") as f:
+        f["tracings"] = rng.normal(size=(827, 800, 12)).astype("f4")
+    data = ["dataset=code_test", f"dataset.root={root}", "transform=default"]
+    cfg = compose_train("debug=smoke", "model=compact_resnet", "experiment_name=code", *data)
+    train(cfg)
+    client = MlflowClient(cfg.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("code").experiment_id])
+    evaluate_run(compose_train(f"run_id={run.info.run_id}", *data[:2], "subset=all",
+                               config="eval"))  # fmt: skip
+    capsys.readouterr()  # what training and eval printed
+    gold, annotators = read_annotators(CODE_TEST)
+    uri, run_id = cfg.tracking_uri, run.info.run_id
+    # the training run (its test split) and its eval child run (all 827 exams)
+    child = f"tags.mlflow.parentRunId = '{run_id}'"
+    for where, split, search in ((f"filter=attributes.run_id = '{run_id}'", "test",
+                                  f"attributes.run_id = '{run_id}'"),
+                                 (f"filter={child}", "all", child)):  # fmt: skip
+        table, err = _csv(capsys, f"references={root}", f"tracking_uri={uri}", where)
+        assert set(table.index) == {"compact_resnet", "dnn", "cardiologist1"}, err
+        (logged,) = client.search_runs([run.info.experiment_id], search)
+        path = client.download_artifacts(logged.info.run_id,
+                                         f"predictions/{split}_predictions.csv", str(tmp_path))  # fmt: skip
+        pred = pd.read_csv(path, dtype={"record_id": str})
+        rows = pred["record_id"].astype(int).to_numpy()
+        assert len(rows) == 827 if split == "all" else 0 < len(rows) < 827
+        t = np.array([logged.data.metrics[f"{split}/threshold_{c}"] for c in CLASSES])
+        truth = gold.to_numpy()[rows]
+        ours = _f1(truth, (pred[[f"prob_{c}" for c in CLASSES]].to_numpy() >= t).astype(int))
+        dnn = _f1(truth, annotators["dnn"].to_numpy()[rows])
+        got = table.loc[["compact_resnet", "dnn"], [f"code_test/f1_{c} mean" for c in CLASSES]]
+        np.testing.assert_allclose(got.to_numpy(), np.nan_to_num([ours, dnn]), atol=1e-12)
