@@ -240,7 +240,9 @@ def test_reference_folder_errors_name_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trained_and_evaluated_runs_beside_the_references(tmp_path: Path, compose_train, capsys):
+def test_trained_and_evaluated_runs_beside_the_references(
+    store: dict, tmp_path: Path, compose_train, capsys
+) -> None:
     """The real path: train on dataset=code_test (tracings written here, the real tables), then
     `ecgx eval … dataset=code_test subset=all`; compare places both beside the annotators, each
     run decided at the thresholds it logged."""
@@ -258,13 +260,14 @@ def test_trained_and_evaluated_runs_beside_the_references(tmp_path: Path, compos
     rng = np.random.default_rng(0)
     with h5py.File(root / "ecg_tracings.hdf5", "w") as f:
         f["tracings"] = rng.normal(size=(827, 800, 12)).astype("f4")
-    data = ["dataset=code_test", f"dataset.root={root}", "transform=default"]
-    cfg = compose_train("debug=smoke", "model=compact_resnet", "experiment_name=code", *data)
+    # the fabricated runs' store: a new MLflow database takes ~7 s of migrations here
+    data = ["dataset=code_test", f"dataset.root={root}", f"tracking_uri={store['uri']}"]
+    cfg = compose_train("debug=smoke", "model=compact_resnet", "experiment_name=trained_code",
+                        "transform=default", *data)  # fmt: skip
     train(cfg)
     client = MlflowClient(cfg.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("code").experiment_id])
-    evaluate_run(compose_train(f"run_id={run.info.run_id}", *data[:2], "subset=all",
-                               config="eval"))  # fmt: skip
+    (run,) = client.search_runs([client.get_experiment_by_name("trained_code").experiment_id])
+    evaluate_run(compose_train(f"run_id={run.info.run_id}", *data, "subset=all", config="eval"))
     capsys.readouterr()  # what training and eval printed
     gold, annotators = read_annotators(CODE_TEST)
     uri, run_id = cfg.tracking_uri, run.info.run_id
