@@ -55,11 +55,9 @@ from ecgx.tracking.compare import (
     REPORT_TAG,
     compare_error,
     compare_table,
-    default_group_by,
     format_table,
     search_runs,
     select_runs,
-    study_rows,
     table_keys,
     table_metrics,
 )
@@ -188,19 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     runs = select_runs(runs, _pairs(args.param, "param"), _pairs(args.tag, "tag"), names)
     logged, group_by, metrics, decisions = runs, _split(args.group_by), _split(args.metrics), None
     if args.references:
-        from ecgx.tracking.references import add_references, reference_root, with_parent_config
-        from ecgx.tracking.references import default_metrics as reference_metrics
+        from ecgx.tracking.references import with_references
 
-        runs = with_parent_config(runs, uri)
-        if group_by is None:
-            group_by = study_rows(runs) if args.layout == "study" and runs else (
-                default_group_by(runs) if runs else [])  # fmt: skip
-        runs, decisions = add_references(runs, uri, reference_root(args.references), group_by)
-        group_by = group_by or ["model"]
-        layout = "groups"  # the reference rows carry the study's row key already
-        metrics = metrics or reference_metrics(runs[-1].data.params["data/classes"].split(","))
-    else:
-        layout = args.layout
+        runs, group_by, metrics, decisions = with_references(
+            runs, uri, args.references, group_by, metrics, args.layout
+        )
+    # With references the rows' key is chosen already (the study's too).
+    layout = "groups" if args.references else args.layout
     table = compare_table(runs, group_by, metrics, layout, sort=args.sort == "metric")
     if args.against:
         table = against_columns(table, runs, uri, args.against, args.against_metric,

@@ -31,8 +31,14 @@ import pandas as pd
 from ecgx.datasets.code15 import CLASSES, GOLD_CSV, REFERENCES
 from ecgx.evaluation.metrics import decision_metrics
 from ecgx.paths import project_root
-from ecgx.tracking.compare import compare_error
-from ecgx.tracking.significance import PREDICTIONS, RunPredictions, check_same_records
+from ecgx.tracking.compare import compare_error, default_group_by, study_rows
+from ecgx.tracking.significance import (
+    PREDICTIONS,
+    RunPredictions,
+    check_same_records,
+    load_predictions,
+    run_label,
+)
 
 #: the prefix of the metrics computed here (beside a run's own ``test/`` metrics)
 PREFIX = "code_test/"
@@ -96,10 +102,6 @@ def _thresholds(run: Any, split: str, classes: Sequence[str]) -> np.ndarray | No
     return np.array([metrics[k] for k in keys]) if all(k in metrics for k in keys) else None
 
 
-def _label(run: Any) -> str:
-    return f"{run.info.run_name or '?'} ({run.info.run_id})"
-
-
 def _run_decisions(
     tracking_uri: str, runs: Sequence[Any], gold: pd.DataFrame
 ) -> dict[str, RunPredictions]:
@@ -107,15 +109,13 @@ def _run_decisions(
     standard: record id = row of gold_standard.csv, and the run's labels must be its rows'."""
     from mlflow.tracking import MlflowClient
 
-    from ecgx.tracking.significance import load_predictions
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri)
     artifacts, missing = {}, []
     for run in runs:
         found = _predictions_artifact(client, run)
         if found is None:
-            missing.append(_label(run))
+            missing.append(run_label(run))
         artifacts[run.info.run_id] = found or PREDICTIONS
     if missing:
         raise compare_error(f"references: no per-record predictions logged by {', '.join(missing)}")
@@ -214,3 +214,22 @@ def add_references(
         decisions[name] = RunPredictions(name, f"CODE test {name} ({name})", record_ids,
                                          given.astype(float), truth, list(classes))  # fmt: skip
     return out, decisions
+
+
+def with_references(
+    runs: Sequence[Any],
+    tracking_uri: str,
+    references: str,
+    group_by: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+    layout: str = "groups",
+) -> tuple[list[Any], list[str], list[str], dict[str, RunPredictions]]:
+    """What ``ecgx compare … references=`` compares: (the runs and the annotators of the
+    folder ``references`` names, the grouping keys, the metrics, every row's decisions)."""
+    runs = with_parent_config(runs, tracking_uri)
+    if group_by is None and runs:
+        group_by = study_rows(runs) if layout == "study" else default_group_by(runs)
+    group_by = list(group_by or []) or ["model"]
+    runs, decisions = add_references(runs, tracking_uri, reference_root(references), group_by)
+    classes = runs[-1].data.params["data/classes"].split(",")  # an annotator's: always there
+    return runs, group_by, list(metrics or default_metrics(classes)), decisions

@@ -94,7 +94,8 @@ class RunPredictions:
     classes: list[str] = field(default_factory=list)
 
 
-def _label(run: Any) -> str:
+def run_label(run: Any) -> str:
+    """A run as the messages name it: its name and id."""
     return f"{run.info.run_name or '?'} ({run.info.run_id})"
 
 
@@ -116,20 +117,20 @@ def load_predictions(
                 artifact = (artifacts or {}).get(run.info.run_id, PREDICTIONS)
                 path = client.download_artifacts(run.info.run_id, artifact, tmp)
             except Exception:  # MLflow raises several types for a missing artifact
-                missing.append(_label(run))
+                missing.append(run_label(run))
                 continue
             frame = pd.read_csv(path, dtype={"record_id": str}).sort_values("record_id",
                                                                              kind="stable")  # fmt: skip
             Path(path).unlink()
             probs = [c for c in frame.columns if c.startswith("prob_")]
             if not probs:
-                raise compare_error(f"run {_label(run)}: {PREDICTIONS} has no prob_<class> "
+                raise compare_error(f"run {run_label(run)}: {artifact} has no prob_<class> "
                                     f"columns (a regression run?); against= compares classifiers")  # fmt: skip
             classes = [c.removeprefix("prob_") for c in probs]
             if frame["record_id"].duplicated().any():
-                raise compare_error(f"run {_label(run)}: {PREDICTIONS} lists a record twice")
+                raise compare_error(f"run {run_label(run)}: {artifact} lists a record twice")
             out[run.info.run_id] = RunPredictions(
-                run.info.run_id, _label(run), frame["record_id"].to_numpy(),
+                run.info.run_id, run_label(run), frame["record_id"].to_numpy(),
                 frame[probs].to_numpy(float), frame[[f"true_{c}" for c in classes]].to_numpy(int),
                 classes,
             )  # fmt: skip
@@ -171,7 +172,7 @@ def _reference(table: pd.DataFrame, runs: Sequence[Any], against: str) -> tuple[
         return against, by_group[against]
     by_run = [r for r in runs if r.info.run_id == against]
     if by_run:
-        return f"run {_label(by_run[0])}", by_run
+        return f"run {run_label(by_run[0])}", by_run
     raise compare_error(f"against={against}: no group ({', '.join(labels)}) and no compared run "
                         f"has that name or id")  # fmt: skip
 
