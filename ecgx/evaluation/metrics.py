@@ -31,12 +31,16 @@ from torchmetrics.functional.classification import (
     binary_f1_score,
     binary_precision,
     binary_recall,
+    binary_specificity,
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multilabel_auroc,
     multilabel_f1_score,
+    multilabel_precision,
+    multilabel_recall,
+    multilabel_specificity,
 )
 
 log = logging.getLogger(__name__)
@@ -265,6 +269,41 @@ def f1_at_thresholds(
         "precision": precision,
         "recall": recall,
     }
+
+
+#: what :func:`decision_metrics` reports per class, in the CODE paper's Table 2 order
+DECISION_STATS = ("precision", "recall", "specificity", "f1")
+BINARY_STATS = {"precision": binary_precision, "recall": binary_recall,
+                "specificity": binary_specificity, "f1": binary_f1_score}  # fmt: skip
+MULTILABEL_STATS = {"precision": multilabel_precision, "recall": multilabel_recall,
+                    "specificity": multilabel_specificity, "f1": multilabel_f1_score}  # fmt: skip
+
+
+@float64_metrics()
+def decision_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: Sequence[str],
+    stats: Sequence[str] = DECISION_STATS,
+) -> dict[str, float]:
+    """Per-class precision (PPV), recall (sensitivity), specificity and F1 of 0/1 decisions
+    (``<stat>_<class>``), and their means over the classes (``macro_<stat>``): the metrics of
+    Table 2 of the CODE paper (Ribeiro et al., Nat Commun 2020), which scores annotators who
+    give decisions, not scores. ``stats``: a subset of :data:`DECISION_STATS` (compare's
+    bootstrap asks for one). A 0/0 counts as 0 (torchmetrics' and scikit-learn's default)."""
+    preds, target = _t(y_pred, torch.int), _t(y_true, torch.int)
+    if preds.shape != target.shape or not bool(((preds == 0) | (preds == 1)).all()):
+        raise ValueError(f"decisions must be 0/1 and shaped like the targets {tuple(target.shape)}")
+    out: dict[str, float] = {}
+    for stat in stats:
+        if target.shape[1] > 1:  # one call for all classes: the bootstrap calls this 1000s of times
+            values = MULTILABEL_STATS[stat](preds, target, num_labels=target.shape[1],
+                                            average=None).numpy()  # fmt: skip
+        else:  # torchmetrics' multilabel functions refuse a single label
+            values = _per_class(BINARY_STATS[stat], preds, target)
+        out[f"macro_{stat}"] = float(values.mean())
+        out.update({f"{stat}_{name}": float(v) for name, v in zip(names, values)})
+    return out
 
 
 def tune_thresholds(
