@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUITES = ("ingest", "load", "train", "explain", "sweep", "memory", "deploy")
+SUITES = ("ingest", "load", "train", "explain", "sweep", "memory", "deploy", "evaluation", "scale")
 
 
 @dataclass

@@ -24,6 +24,13 @@ Options, as ``key=value`` (like ``ecgx train``) or ``--key value``:
                          bootstrap interval, p bootstrap, p DeLong (AUROC), p Holm (over rows)
   against_metric=M       the metric compared (default: the first of metrics)
   resamples=1000         bootstrap resamples for against=
+  references=DIR|code_test
+                         the CODE test set's annotators (dnn.csv: the paper's network,
+                         cardiologist1.csv, …, from DIR; code_test: data/code-test) as rows
+                         beside the runs, scored on the runs' exams (of dataset=code_test)
+                         in the paper's metrics: code_test/f1_<class>, precision_, recall_,
+                         specificity_ and macro_<stat>; runs decided at their thresholds;
+                         against=dnn compares with one of them
   cd_by=KEY              critical difference of the groups over the values of KEY (e.g.
                          dataset): Friedman test, Nemenyi CD, diagram in the HTML report
   log=true               log the report to a new run ``compare-report`` (tag ecgx.report=true)
@@ -128,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every group with this group or run (Δ, bootstrap CI, p-values)")  # fmt: skip
     add("--against-metric", help="metric for against= (default: the first metric)")
     add("--resamples", type=int, default=1000, help="bootstrap resamples for against=")
+    add("--references", metavar="DIR|code_test",
+        help="the CODE test set's annotators as rows beside the runs (paper's metrics)")  # fmt: skip
     add("--cd-by", metavar="KEY", help="critical difference of the groups over KEY's values")
     add("--log", nargs="?", const="true", default="false",
         help="log the report to a new MLflow run 'compare-report'")  # fmt: skip
@@ -175,11 +184,19 @@ def main(argv: list[str] | None = None) -> None:
     runs = search_runs(uri, experiments, args.sweep, args.filter, args.status)
     names = {o.removeprefix("--").replace("-", "_") for o in options if o.startswith("--")}
     runs = select_runs(runs, _pairs(args.param, "param"), _pairs(args.tag, "tag"), names)
-    table = compare_table(runs, _split(args.group_by), _split(args.metrics), args.layout,
-                          sort=args.sort == "metric")  # fmt: skip
+    logged, group_by, metrics, decisions = runs, _split(args.group_by), _split(args.metrics), None
+    if args.references:
+        from ecgx.tracking.references import with_references
+
+        runs, group_by, metrics, decisions = with_references(
+            runs, uri, args.references, group_by, metrics, args.layout
+        )
+    # With references the rows' key is chosen already (the study's too).
+    layout = "groups" if args.references else args.layout
+    table = compare_table(runs, group_by, metrics, layout, sort=args.sort == "metric")
     if args.against:
         table = against_columns(table, runs, uri, args.against, args.against_metric,
-                                args.resamples)  # fmt: skip
+                                args.resamples, predictions=decisions)  # fmt: skip
     text = format_table(table, "table" if args.format == "html" else args.format, args.digits,
                         args.layout)  # fmt: skip
     print(text, end="")
@@ -193,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
                    "status": args.status, "params": dict(_pairs(args.param, "param")),
                    "tags": dict(_pairs(args.tag, "tag")), "group_by": table_keys(table),
                    "metrics": table_metrics(table), "n_runs": len(runs), "layout": args.layout,
-                   "against": args.against or "", "cd_by": args.cd_by or ""}  # fmt: skip
+                   "against": args.against or "", "cd_by": args.cd_by or "",
+                   "references": args.references or ""}  # fmt: skip
     render = lambda: html_report(table, runs, description, args.digits, args.layout, cd=cd)  # noqa: E731
     if args.format == "html" and not args.output:
         args.output = "compare-report.html"
@@ -206,5 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             files[0].write_text(render())
             files[1].write_text(format_table(table, "csv"))
             files[2].write_text(format_table(table, "markdown", args.digits, args.layout))
-            run_id = log_report(uri, files, runs, args.log_to, description)
+            if not logged and not args.log_to:
+                raise compare_error("log=true: no compared MLflow run to log the report beside")
+            run_id = log_report(uri, files, logged, args.log_to, description)
         print(f"report logged to MLflow run {run_id} (artifacts under report/)")

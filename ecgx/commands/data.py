@@ -36,6 +36,14 @@ def main(argv: list[str]) -> None:
     )
     insp.add_argument("--output", help="write the label matrix (or the file table) to this CSV")
     insp.add_argument("--fs", type=float, help="rate of files that carry none (.npy, .csv, .h5)")
+    cache = sub.add_parser(
+        "cache",
+        help="build the cache of a data config (resumable after a kill); --shard i/N builds "
+        "the i-th of N parts (one per machine or job), and a call without it joins them",
+    )
+    cache.add_argument("overrides", nargs="*", help="config overrides (dataset=mimic_iv_ecg ...)")
+    cache.add_argument("--shard", help="i/N: build only the i-th of N contiguous parts")
+    cache.add_argument("--workers", type=int, help="processes reading records (default: cores)")
     deli = sub.add_parser(
         "delineation",
         help="score a P/QRS/T delineation against LUDB's cardiologists (onset/offset error in "
@@ -73,6 +81,10 @@ def main(argv: list[str]) -> None:
             from ecgx.datasets.inspect import inspect
 
             print(inspect(args.overrides, args.output))
+        elif args.command == "cache":
+            from ecgx.datasets.inspect import build_cache
+
+            print(build_cache(args.overrides, args.shard, args.workers))
         elif args.command == "delineation":
             from ecgx.evaluation.delineation import score_ludb
 

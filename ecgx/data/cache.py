@@ -11,8 +11,10 @@ read with ``pread`` into fresh arrays rather than through a memory map: pages re
 map stay mapped and count in the process's resident memory, so training over a cache larger than
 memory would seem to hold all of it; read this way, the file's pages are only the kernel's
 (reclaimable) page cache. :attr:`SignalCache.flat` still maps the whole file for inspection.
-Large sets are read by forked worker processes, chunk by chunk, each chunk written straight to
-its place in the file: the same bytes, skips and first error as an in-process build.
+Large sets are read by forked worker processes, chunk by chunk, each chunk into its own file
+with a done-marker (:mod:`ecgx.data.shards`): a killed build resumes from the chunks marked, N
+shards of one build run on N machines, and the chunks are joined into the one file: the same
+bytes, skips and first error as an in-process build.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,16 +272,19 @@ def build_or_open(
     records (None: ``ECGX_BUILD_WORKERS``, else one per usable core for sets of at least
     :data:`PARALLEL_MIN_RECORDS`); the cache is byte-identical whatever the number.
     """
-    if on_error not in ("raise", "skip"):
-        raise ConfigValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    from ecgx.data import shards
+
+    _check_on_error(on_error)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(spec)
     final = cache_dir / key
+    parts = shards.parts_dir(cache_dir, key)
     _clear_dead_builds(cache_dir, key)
     with FileLock(str(cache_dir / f"{key}.lock")):
-        if rebuild and final.exists():
-            shutil.rmtree(final)
+        if rebuild:
+            shutil.rmtree(final, ignore_errors=True)
+            shards.remove(parts)
         if not (final / SPEC).is_file():
             # Left by a build killed mid-way (we hold the lock: no live build owns them).
             for stale in cache_dir.glob(f".{key}.tmp-*"):
@@ -290,13 +294,54 @@ def build_or_open(
                 table = meta() if callable(meta) else meta
                 job = _Job(table.to_dict("records"), read, transform, on_error, output_leads,
                            reject_flat_leads)  # fmt: skip
-                _build(tmp, spec, table, job, build_workers(len(table), workers))
+                n_workers = build_workers(len(table), workers)
+                if n_workers > 1 or len(table) >= PARALLEL_MIN_RECORDS or parts.exists():
+                    shards.build_resumable(tmp, parts, spec, table, job, n_workers)
+                else:
+                    _build(tmp, spec, table, job, n_workers)
                 os.replace(tmp, final)
+                shards.remove(parts)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
             log.info("cache hit: %s", final)
+            if parts.exists():  # a build killed between its rename and removing its parts
+                shards.remove(parts)
     return SignalCache(final)
+
+
+def build_shard(
+    cache_dir: str | Path,
+    spec: dict,
+    meta: pd.DataFrame | Callable[[], pd.DataFrame],
+    read: Callable[[Mapping[str, Any]], Record],
+    transform: Callable[[np.ndarray, float], tuple[np.ndarray, float]],
+    shard: Any,
+    on_error: str = "raise",
+    output_leads: Callable[[tuple[str, ...]], tuple[str, ...]] = tuple,
+    reject_flat_leads: bool = False,
+    workers: int | None = None,
+) -> Any:
+    """Build shard ``shard`` (``"i/N"``) of the cache :func:`build_or_open` would build for
+    ``spec`` (same arguments), resuming it; returns a :class:`ecgx.data.shards.ShardReport`.
+    Once all N are built, :func:`build_or_open` joins them. A finished cache: nothing to do."""
+    from ecgx.data import shards
+
+    _check_on_error(on_error)
+    shard = shards.Shard.parse(shard)
+    cache_dir = Path(cache_dir)
+    key = cache_key(spec)
+    if (cache_dir / key / SPEC).is_file():
+        return shards.ShardReport(shard, 0, 0, 0, 0.0, [])
+    table = meta() if callable(meta) else meta
+    job = _Job(table.to_dict("records"), read, transform, on_error, output_leads,
+               reject_flat_leads)  # fmt: skip
+    return shards.build_shard(cache_dir, key, job, shard, build_workers(len(table), workers))
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ConfigValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
 def build_workers(n_records: int, requested: int | None = None) -> int:
@@ -338,8 +383,6 @@ class _Job:
     on_error: str
     output_leads: Callable[[tuple[str, ...]], tuple[str, ...]]
     reject_flat_leads: bool
-    chain: _Chain | None = None  # parallel builds: where each chunk goes in ``signals``
-    signals: Path | None = None
 
     def prepare(self, row: Mapping[str, Any]) -> tuple[np.ndarray, str, float, tuple[str, ...]]:
         """One record through the reader and the offline transforms, checked on its own."""
@@ -354,65 +397,6 @@ class _Job:
                 f"{x.shape}, expected ({len(names)} leads {list(names)}, samples)"
             )
         return np.ascontiguousarray(x, dtype=np.float32), str(rec.record_id), fs, names
-
-    def read_chunk(self, k: int, start: int, stop: int) -> tuple[int, list[tuple]]:
-        """Records ``start:stop`` (chunk ``k``) written into the signal file right after
-        chunk ``k - 1``'s: (file offset of the chunk, per record ``(pos, record_id, fs, leads,
-        samples, nbytes)`` or ``(pos, RecordError)``)."""
-        assert self.chain is not None and self.signals is not None
-        arrays: list[np.ndarray] = []
-        out: list[tuple] = []
-        claimed = False
-        try:
-            for pos in range(start, stop):
-                try:
-                    x, record_id, fs, names = self.prepare(self.rows[pos])
-                except RecordError as err:
-                    out.append((pos, err))
-                    if self.on_error == "raise":
-                        break  # the build stops here: later records do not matter
-                    continue
-                arrays.append(x)
-                out.append((pos, record_id, fs, names, x.shape[-1], x.nbytes))
-            offset = self.chain.claim(k, sum(x.nbytes for x in arrays))
-            claimed = True
-        finally:
-            if not claimed:  # an unexpected error: release the chunks waiting on this one
-                self.chain.claim(k, 0)
-        fd = os.open(self.signals, os.O_WRONLY)
-        try:
-            at = offset
-            for x in arrays:
-                _pwrite_all(fd, memoryview(x).cast("B"), at)
-                at += x.nbytes
-        finally:
-            os.close(fd)
-        return offset, out
-
-
-class _Chain:
-    """Where each chunk starts in the signal file: chunk k starts where chunk k - 1 ends, known
-    once k - 1 is read. Shared by forked workers; tasks are taken in order, so k - 1 is always
-    being read when k waits and the wait ends."""
-
-    def __init__(self, n_chunks: int, ctx: Any) -> None:
-        self.ends = ctx.Array("q", [0] + [-1] * n_chunks, lock=False)
-        self.cond = ctx.Condition()
-
-    def claim(self, k: int, nbytes: int) -> int:
-        with self.cond:
-            while self.ends[k] < 0:
-                self.cond.wait()
-            start = self.ends[k]
-            self.ends[k + 1] = start + nbytes
-            self.cond.notify_all()
-        return start
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        done = os.pwrite(fd, data, offset)
-        data, offset = data[done:], offset + done
 
 
 class _Merge:
@@ -486,74 +470,21 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _read_chunk(k: int, start: int, stop: int) -> tuple[int, list[tuple]]:
-    assert _JOB is not None
-    return _JOB.read_chunk(k, start, stop)
-
-
 def _build(out: Path, spec: dict, meta: pd.DataFrame, job: _Job, workers: int) -> None:
-    global _JOB
+    """In-process, straight into ``out`` (small sets: redoing them costs less than chunks)."""
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     merge = _Merge(job.rows, job.on_error)
-    if workers <= 1:
-        with open(out / SIGNALS, "wb") as f:
-            for pos, row in enumerate(job.rows):
-                try:
-                    x, record_id, fs, names = job.prepare(row)
-                except RecordError as err:
-                    merge.fail(pos, err)
-                    continue
-                if merge.admit(pos, record_id, fs, names, x.shape[-1]):
-                    f.write(memoryview(x).cast("B"))
-    else:
-        n = len(job.rows)
-        starts = list(range(0, n, CHUNK_RECORDS))
-        ctx = mp.get_context("fork")
-        (out / SIGNALS).touch()
-        job.chain, job.signals = _Chain(len(starts), ctx), out / SIGNALS
-        _JOB = job
-        holes: list[tuple[int, int]] = []  # records written but refused by the checks across
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
-                                   initargs=(os.getpid(),))  # fmt: skip
-        try:
-            results = pool.map(_read_chunk, range(len(starts)), starts,
-                               [min(s + CHUNK_RECORDS, n) for s in starts])  # fmt: skip
-            # In record order, so the first bad record stops the build as it would in-process.
-            for offset, items in results:
-                for item in items:
-                    if len(item) == 2:
-                        merge.fail(*item)
-                        continue
-                    pos, record_id, fs, names, length, nbytes = item
-                    if not merge.admit(pos, record_id, fs, names, length):
-                        holes.append((offset, nbytes))
-                    offset += nbytes
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            _JOB, job.chain, job.signals = None, None, None
-        if holes:
-            _cut(out / SIGNALS, holes)
+    with open(out / SIGNALS, "wb") as f:
+        for pos, row in enumerate(job.rows):
+            try:
+                x, record_id, fs, names = job.prepare(row)
+            except RecordError as err:
+                merge.fail(pos, err)
+                continue
+            if merge.admit(pos, record_id, fs, names, x.shape[-1]):
+                f.write(memoryview(x).cast("B"))
     _finish(out, spec, meta, merge, workers, t0)
-
-
-def _cut(path: Path, holes: list[tuple[int, int]]) -> None:
-    """Remove byte ranges (in file order) from ``path``, moving what follows them down."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        size = os.fstat(fd).st_size
-        write = holes[0][0]
-        ends = [start + length for start, length in holes]
-        for end, nxt in zip(ends, [start for start, _ in holes[1:]] + [size]):
-            read = end
-            while read < nxt:
-                block = os.pread(fd, min(nxt - read, 1 << 24), read)
-                _pwrite_all(fd, memoryview(block), write)
-                read += len(block)
-                write += len(block)
-        os.ftruncate(fd, write)
-    finally:
-        os.close(fd)
 
 
 def _finish(

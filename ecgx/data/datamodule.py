@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ecgx.data.cache import SignalCache, build_or_open
+from ecgx.data.cache import SignalCache, build_or_open, build_shard
 from ecgx.data.pairs import PatientPartners
 from ecgx.errors import ConfigValueError
 from ecgx.splits.fraction import check_fraction, label_subset
@@ -260,6 +260,16 @@ class ECGDataModule(L.LightningDataModule):
             )
             self.rebuild_cache = False
         return self.cache
+
+    def build_shard(self, shard: str, workers: int | None = None) -> Any:
+        """Build shard ``"i/N"`` of this config's cache (``ecgx data cache --shard i/N``); once
+        all N are built, opening the cache joins them. Returns an
+        :class:`ecgx.data.shards.ShardReport`."""
+        self.dataset.ensure()
+        return build_shard(self.cache_dir, self.cache_spec(), self.dataset.metadata,
+                           self.dataset.read, self.transform.apply_offline, shard,
+                           on_error=self.on_error, output_leads=self.transform.output_leads,
+                           reject_flat_leads=self.reject_flat_leads, workers=workers)  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:

@@ -50,9 +50,10 @@ PARTS = "exams_part*.hdf5"
 TEST_HDF5 = "ecg_tracings.hdf5"
 GOLD_CSV = "gold_standard.csv"
 ATTRIBUTES_CSV = "attributes.csv"
-#: the CODE test set's other annotators and the paper's network (row i = tracing i)
-REFERENCES = ("dnn", "cardiologist1", "cardiologist2", "emergency", "cardiology_residents",
-              "medical_students")  # fmt: skip
+#: the CODE test set's other annotators and the paper's network (row i = tracing i), by the
+#: names of their files in the authors' repository (data/annotations/<name>.csv)
+REFERENCES = ("dnn", "cardiologist1", "cardiologist2", "cardiology_residents",
+              "emergency_residents", "medical_students")  # fmt: skip
 
 
 class _Tracings:

@@ -62,3 +62,27 @@ def inspect(overrides: list[str], output: str | Path | None = None) -> str:
         label_matrix(datamodule).to_csv(output, index=False)
         lines.append(f"\nlabel matrix written: {output}")
     return "\n".join(lines)
+
+
+def build_cache(overrides: list[str], shard: str | None = None, workers: int | None = None) -> str:
+    """``ecgx data cache``: build (or resume) the cache of a data config, or one shard of it."""
+    datamodule = compose_data(overrides)
+    if shard is not None:
+        report = datamodule.build_shard(shard, workers)
+        if not report.chunks:
+            return f"shard {report.shard}: the cache is already built and joined"
+        left = report.missing_shards
+        return (
+            f"shard {report.shard}: {report.records} records in {report.chunks} chunks, "
+            f"{report.decoded} read by this run in {report.seconds:.1f}s\n"
+            + (f"unfinished: {', '.join(left)}" if left else
+               "every shard is finished: `ecgx data cache` with the same overrides joins them")
+        )  # fmt: skip
+    if workers is not None:
+        import os
+
+        os.environ["ECGX_BUILD_WORKERS"] = str(workers)
+    datamodule.prepare_data()
+    cache = datamodule.cache
+    return (f"cache: {cache.path} ({len(cache)} records, {cache.num_leads} leads, {cache.fs:g} Hz, "
+            f"{len(cache.skipped)} skipped, {(cache.path / 'signals.f32').stat().st_size:,} bytes)")  # fmt: skip

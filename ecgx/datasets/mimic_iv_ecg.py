@@ -15,6 +15,13 @@ all kept as metadata; the statements are each record's labels in the dataset's o
 (the text as the cart wrote it).
 
 The headers list aVF before aVL; leads are mapped to the canonical order by their names.
+
+Age and sex are not in this release but in MIMIC-IV's ``hosp/patients.csv(.gz)`` (subject_id,
+gender, anchor_age, anchor_year, …), which a user with MIMIC-IV access names as
+``dataset.patients``: the age at the ECG is anchor_age + (year of ecg_time − anchor_year), as
+MIMIC-IV shifts each patient's dates by one offset, so the years between two of their events are
+real. MIMIC-IV writes anchor_age 91 for every patient over 89 at anchor_year (de-identification):
+those ages are a floor, not a value.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ MEASUREMENTS = "machine_measurements.csv"
 FILES = "files"
 FS = 500
 TASKS = ("statements", "intervals", "none")
+PATIENT_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year")
 REPORTS = tuple(f"report_{i}" for i in range(18))
 WAVE_COLUMNS = ("rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
                 "p_axis", "qrs_axis", "t_axis")  # fmt: skip
@@ -74,6 +82,10 @@ class MIMICIVECG:
             classes of all its statements. Records with none are left out of the task.
         intervals: task=intervals: which of :data:`INTERVALS` to predict; a record is left out
             when one of them is not measured (29999), missing or not positive.
+        patients: MIMIC-IV's ``hosp/patients.csv`` (or ``.csv.gz``), relative to ``root`` or
+            absolute: age at the ECG and sex (0 male, 1 female) of each subject. None: both NaN.
+            A subject missing from it (or a record without ecg_time, for the age) gets NaN,
+            counted in the log.
     """
 
     def __init__(
@@ -82,6 +94,7 @@ class MIMICIVECG:
         task: str = "statements",
         statements: Mapping[str, Any] | str | Path | None = None,
         intervals: list[str] | tuple[str, ...] = ("qrs_duration", "pr_interval", "qt_interval"),
+        patients: str | Path | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConfigValueError(f"dataset.task must be one of {TASKS}, got {task!r}")
@@ -94,6 +107,7 @@ class MIMICIVECG:
             raise ConfigValueError(
                 f"dataset.intervals: {unknown or 'empty'}; choose from {list(INTERVALS)}"
             )
+        self.patients = None if patients in (None, "") else self.root / Path(patients).expanduser()
 
     # -- files -------------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -108,6 +122,11 @@ class MIMICIVECG:
                 f"dataset.root={self.root}: {MEASUREMENTS} is missing (dataset.task={self.task} "
                 "reads it; task=none reads the signals alone)"
             )
+        if self.patients is not None and not self.patients.is_file():
+            raise MissingPathError(
+                f"dataset.patients={self.patients}: no such file (MIMIC-IV's hosp/patients.csv "
+                "or .csv.gz; null leaves age and sex NaN)"
+            )
 
     def signal_spec(self) -> dict:
         """The root and its tables (the cache's metadata keeps their statements and intervals)."""
@@ -120,6 +139,8 @@ class MIMICIVECG:
         )
         if (self.root / MEASUREMENTS).is_file():
             spec["measurements"] = file_stamp(self.root / MEASUREMENTS)
+        if self.patients is not None:
+            spec["patients"] = file_stamp(self.patients)
         return spec
 
     def _headers(self) -> list[Path]:
@@ -153,7 +174,7 @@ class MIMICIVECG:
             {
                 "record_id": table["study_id"].str.strip(),
                 "patient_id": table["subject_id"].str.strip(),
-                "age": np.nan,  # in MIMIC-IV's hosp module, not in this release
+                "age": np.nan,  # in MIMIC-IV's hosp module (dataset.patients), not this release
                 "sex": np.nan,
                 "path": table["path"].str.strip(),
                 "source": "mimic_iv_ecg",
@@ -161,6 +182,8 @@ class MIMICIVECG:
         )
         if "ecg_time" in table.columns:
             meta["ecg_time"] = table["ecg_time"]
+        if self.patients is not None:
+            meta["age"], meta["sex"] = self._demographics(meta)
         statements = [[] for _ in range(len(meta))]
         csv = self.root / MEASUREMENTS
         if csv.is_file():
@@ -190,6 +213,44 @@ class MIMICIVECG:
             meta["report"] = [" | ".join(s) for s in statements]
         meta.insert(4, "labels", [{s: 1.0 for s in row} for row in statements])
         return meta
+
+    def _demographics(self, meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Age at each ECG and sex (0 male, 1 female) from ``patients``; NaN where unknown."""
+        path = self.patients
+        try:
+            table = pd.read_csv(path, dtype={"subject_id": str})  # .gz by its suffix
+        except (OSError, ValueError, EOFError) as err:  # a truncated .gz raises EOFError
+            raise RecordError(f"{path}: unreadable patients table ({err})") from err
+        missing = [c for c in PATIENT_COLUMNS if c not in table.columns]
+        if missing:
+            raise RecordError(f"{path}: missing columns {missing} (MIMIC-IV hosp/patients)")
+        table["subject_id"] = table["subject_id"].str.strip()
+        dup = table["subject_id"].duplicated()
+        if dup.any():
+            raise RecordError(f"{path}: subject_id {table['subject_id'][dup].iloc[0]} twice")
+        gender = table["gender"].astype(str).str.strip().str.upper()
+        odd = sorted(set(gender[table["gender"].notna()]) - {"M", "F"})
+        if odd:
+            raise RecordError(f"{path}: gender {odd[0]!r}: expected M or F")
+        table["sex"] = gender.map({"M": 0.0, "F": 1.0})
+        joined = table.set_index("subject_id").reindex(meta["patient_id"])
+        absent = int(joined["gender"].isna().sum())
+        if absent:
+            unknown = meta["patient_id"][joined["gender"].isna().to_numpy()].unique()
+            log.warning("%s: %d of %d records (%d subjects, first %s) have no row: age and sex "
+                        "NaN", path, absent, len(meta), len(unknown), unknown[0])  # fmt: skip
+        anchor_age = pd.to_numeric(joined["anchor_age"], errors="coerce").to_numpy(float)
+        anchor_year = pd.to_numeric(joined["anchor_year"], errors="coerce").to_numpy(float)
+        if "ecg_time" in meta.columns:
+            year = pd.to_datetime(meta["ecg_time"], errors="coerce").dt.year.to_numpy(float)
+        else:
+            year = np.full(len(meta), np.nan)
+        age = anchor_age + (year - anchor_year)
+        undated = int((np.isnan(year) & ~np.isnan(anchor_age)).sum())
+        if undated:
+            log.warning("%s: %d records have no ecg_time (%s is what gives it): age NaN",
+                        self.root, undated, RECORD_LIST)  # fmt: skip
+        return age, joined["sex"].to_numpy(float)
 
     def read(self, row: Mapping[str, Any]) -> Record:
         """(12, 5000) mV in canonical lead order, mapped by the header's lead names."""

@@ -244,7 +244,12 @@ def support(names: list[str] | None = None, formats: tuple[str, ...] = FORMATS,
     from ecgx.data.extras import wanted
     from ecgx.models.catalog import build, model_names
 
-    folder = Path(folder or tempfile.mkdtemp(prefix="ecgx-export-"))
+    if folder is None:
+        # The exported files only serve the check: without a folder to keep them in, they go
+        # with the call (a full support table writes over a gigabyte).
+        with tempfile.TemporaryDirectory(prefix="ecgx-export-") as tmp:
+            return support(names, formats, tmp)
+    folder = Path(folder)
     rows = []
     for name in names or model_names():
         torch.manual_seed(0)

@@ -31,12 +31,16 @@ from torchmetrics.functional.classification import (
     binary_f1_score,
     binary_precision,
     binary_recall,
+    binary_specificity,
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multilabel_auroc,
     multilabel_f1_score,
+    multilabel_precision,
+    multilabel_recall,
+    multilabel_specificity,
 )
 
 log = logging.getLogger(__name__)
@@ -169,6 +173,20 @@ def ranking_metrics(
     return out
 
 
+@float64_metrics()
+def macro_auroc(
+    y_true: np.ndarray, y_prob: np.ndarray, class_names: list[str] | None = None
+) -> float:
+    """``ranking_metrics(...)["macro_auroc"]`` alone: what a bootstrap's point estimate needs,
+    without the AUPRC and micro averages it would compute and discard."""
+    y_true = np.asarray(y_true).astype(int)
+    defined = _defined_classes(y_true, "AUROC", class_names)
+    if not defined.any():
+        return float("nan")
+    p = _t(np.asarray(y_prob, dtype=float)[:, defined])
+    return float(_per_class(binary_auroc, p, _t(y_true[:, defined], torch.int)).mean())
+
+
 def _sample_fmax(y_true: np.ndarray, y_prob: np.ndarray, thresholds: np.ndarray) -> float:
     """max over t of F1(P(t), R(t)) with sample-averaged P and R (see the two callers).
 
@@ -253,6 +271,41 @@ def f1_at_thresholds(
     }
 
 
+#: what :func:`decision_metrics` reports per class, in the CODE paper's Table 2 order
+DECISION_STATS = ("precision", "recall", "specificity", "f1")
+BINARY_STATS = {"precision": binary_precision, "recall": binary_recall,
+                "specificity": binary_specificity, "f1": binary_f1_score}  # fmt: skip
+MULTILABEL_STATS = {"precision": multilabel_precision, "recall": multilabel_recall,
+                    "specificity": multilabel_specificity, "f1": multilabel_f1_score}  # fmt: skip
+
+
+@float64_metrics()
+def decision_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: Sequence[str],
+    stats: Sequence[str] = DECISION_STATS,
+) -> dict[str, float]:
+    """Per-class precision (PPV), recall (sensitivity), specificity and F1 of 0/1 decisions
+    (``<stat>_<class>``), and their means over the classes (``macro_<stat>``): the metrics of
+    Table 2 of the CODE paper (Ribeiro et al., Nat Commun 2020), which scores annotators who
+    give decisions, not scores. ``stats``: a subset of :data:`DECISION_STATS` (compare's
+    bootstrap asks for one). A 0/0 counts as 0 (torchmetrics' and scikit-learn's default)."""
+    preds, target = _t(y_pred, torch.int), _t(y_true, torch.int)
+    if preds.shape != target.shape or not bool(((preds == 0) | (preds == 1)).all()):
+        raise ValueError(f"decisions must be 0/1 and shaped like the targets {tuple(target.shape)}")
+    out: dict[str, float] = {}
+    for stat in stats:
+        if target.shape[1] > 1:  # one call for all classes: the bootstrap calls this 1000s of times
+            values = MULTILABEL_STATS[stat](preds, target, num_labels=target.shape[1],
+                                            average=None).numpy()  # fmt: skip
+        else:  # torchmetrics' multilabel functions refuse a single label
+            values = _per_class(BINARY_STATS[stat], preds, target)
+        out[f"macro_{stat}"] = float(values.mean())
+        out.update({f"{stat}_{name}": float(v) for name, v in zip(names, values)})
+    return out
+
+
 def tune_thresholds(
     y_true_val: np.ndarray, y_prob_val: np.ndarray, grid: np.ndarray | None = None
 ) -> np.ndarray:
@@ -328,6 +381,7 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    point: float | None = None,
 ) -> BootstrapCI:
     """Percentile bootstrap CI of ``metric_fn(y_true, y_prob)`` over records.
 
@@ -335,7 +389,8 @@ def bootstrap_ci(
     so a seed gives one interval. A resample on which the metric is undefined (NaN/inf, or a
     ValueError such as scikit-learn's "only one class present") is skipped and does not count in
     ``n_used``; a warning says how many were skipped. low/high are the alpha/2 and 1 − alpha/2
-    quantiles of the defined resamples (NaN when none is defined).
+    quantiles of the defined resamples (NaN when none is defined). ``point``: the metric on all
+    records when the caller already has it (not recomputed).
     """
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     if len(y_true) != len(y_prob):
@@ -347,10 +402,19 @@ def bootstrap_ci(
         except ValueError:
             return float("nan")
 
-    point = value(slice(None))
+    point = value(slice(None)) if point is None else float(point)
     rng = np.random.default_rng(seed)
     n = len(y_true)
-    stats = np.array([value(rng.integers(0, n, size=n)) for _ in range(n_resamples)])
+    # A metric that scores many resamples at once (``resampled``) gets them in blocks: the same
+    # draws from the same stream, in the same order, as the one-at-a-time loop.
+    resampled = getattr(metric_fn, "resampled", None)
+    block = max(1, RESAMPLE_BLOCK_ELEMENTS // max(n, 1)) if resampled else 1
+    parts = []
+    for start in range(0, n_resamples, block):
+        draws = np.stack([rng.integers(0, n, size=n)
+                          for _ in range(min(block, n_resamples - start))])  # fmt: skip
+        parts.append(resampled(y_true, y_prob, draws) if resampled else [value(draws[0])])
+    stats = np.concatenate([np.asarray(v, dtype=float) for v in parts]) if parts else np.zeros(0)
     stats = stats[np.isfinite(stats)]
     if len(stats) < n_resamples:
         log.warning("bootstrap: metric undefined on %d of %d resamples, skipped",
@@ -359,6 +423,10 @@ def bootstrap_ci(
         return BootstrapCI(point, float("nan"), float("nan"), 0, n_resamples)
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return BootstrapCI(point, float(low), float(high), len(stats), n_resamples)
+
+
+#: resample draws (resamples × records) a block of a vectorised bootstrap holds at once
+RESAMPLE_BLOCK_ELEMENTS = 1 << 21
 
 
 #: metrics given a bootstrap interval at test time (when present for the task)

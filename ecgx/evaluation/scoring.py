@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ecgx.errors import ConfigValueError
-from ecgx.evaluation.metrics import evaluate_split, ranking_metrics
+from ecgx.evaluation.metrics import (
+    evaluate_split,
+    macro_auroc,
+    ranking_metrics,
+)
+from ecgx.evaluation.statistics import resampled_macro_auroc
 
 #: multi-label metrics computed without the threshold sweeps of :func:`evaluate_split`
 _RANKING = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc")
@@ -19,13 +24,42 @@ _RANKING = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc")
 DEFAULT_METRIC = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "r2"}
 
 
-def metric_function(
-    task: str, metric: str, names: list[str]
-) -> Callable[[np.ndarray, np.ndarray], float]:
+class Metric:
+    """``metric(targets, outputs) -> float``; ``resampled(targets, outputs, draws)`` scores
+    every bootstrap resample at once where a vectorised form exists (None otherwise), which
+    :func:`ecgx.evaluation.metrics.bootstrap_ci` uses when present."""
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray, np.ndarray], float],
+        resampled: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.fn, self.resampled = fn, resampled
+
+    def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
+        return self.fn(y, p)
+
+
+def metric_function(task: str, metric: str, names: list[str]) -> Metric:
     """``fn(targets, outputs) -> float`` computing ``metric`` as ``ecgx train`` logs it."""
     if task == "multilabel" and metric in _RANKING:
-        return lambda y, p: float(ranking_metrics(y, p, names)[metric])
-    return lambda y, p: float(evaluate_split(task, p, y, names)[metric])
+        if metric == "macro_auroc":
+            return Metric(lambda y, p: macro_auroc(y, p, names), resampled_macro_auroc)
+        return Metric(lambda y, p: float(ranking_metrics(y, p, names)[metric]))
+    return Metric(lambda y, p: float(evaluate_split(task, p, y, names)[metric]))
+
+
+def paired_difference(metric: Metric, sign: float = 1.0) -> Metric:
+    """``sign × (metric(y, p[:, 0]) − metric(y, p[:, 1]))`` over outputs stacked as
+    (records, 2, classes): a paired bootstrap resamples the same records for both."""
+    fast = None
+    if metric.resampled is not None:
+        inner = metric.resampled
+
+        def fast(y: np.ndarray, p: np.ndarray, draws: np.ndarray) -> np.ndarray:
+            return sign * (inner(y, p[:, 0], draws) - inner(y, p[:, 1], draws))
+
+    return Metric(lambda y, p: sign * (metric(y, p[:, 0]) - metric(y, p[:, 1])), fast)
 
 
 def check_metric(

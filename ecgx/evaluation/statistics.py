@@ -167,14 +167,15 @@ def resampled_metric(
     """``metric(targets, probs)`` on all records and on each resample of ``draws``."""
     targets, probs = np.asarray(targets), np.asarray(probs)
     if metric is fast_macro_auroc:
-        values = _resampled_macro_auroc(targets, probs, draws)
+        values = resampled_macro_auroc(targets, probs, draws)
     else:
         values = np.array([metric(targets[idx], probs[idx]) for idx in draws], dtype=float)
     return float(metric(targets, probs)), values
 
 
-def _resampled_macro_auroc(targets: np.ndarray, probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """:func:`fast_macro_auroc` of every resample at once, without sorting any resample.
+def resampled_macro_auroc(targets: np.ndarray, probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """:func:`fast_macro_auroc` of every resample at once, without sorting any resample
+    (hand-written: torchmetrics, and its ``BootStrapper``, score one resample per call).
 
     A resample is the original records with multiplicities w (how often each was drawn), so its
     Mann-Whitney AUROC is Σ over positives i, negatives j of w_i·w_j·([s_i > s_j] + ½[s_i = s_j])

@@ -34,7 +34,8 @@ _TABLES = {"reference.csv", "metadata.csv", "ptbxl_database.csv", "scp_statement
            "record_list.csv", "machine_measurements.csv", "waveform_note_links.csv",
            "machine_measurements_data_dictionary.csv", "exams.csv", "gold_standard.csv",
            "attributes.csv", "dnn.csv", "cardiologist1.csv", "cardiologist2.csv",
-           "emergency.csv", "medical_students.csv", "cardiology_residents.csv"}  # fmt: skip
+           "emergency_residents.csv", "medical_students.csv", "cardiology_residents.csv",
+           "patients.csv"}  # fmt: skip
 DEFAULT_FS = 500.0  # CPSC 2018, Chapman-Shaoxing and SPH files carry no rate; all are 500 Hz
 _HEAD = 4096  # bytes read to tell a format by content
 

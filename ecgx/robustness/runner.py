@@ -26,7 +26,13 @@ import torch
 
 from ecgx.errors import ConfigValueError
 from ecgx.evaluation.metrics import BootstrapCI, bootstrap_ci
-from ecgx.evaluation.scoring import check_metric, metric_function, quiet_metrics
+from ecgx.evaluation.scoring import (
+    Metric,
+    check_metric,
+    metric_function,
+    paired_difference,
+    quiet_metrics,
+)
 from ecgx.formats.record import Record
 from ecgx.robustness.perturbations import Perturbation
 from ecgx.tracking.compare import lower_is_better
@@ -105,27 +111,29 @@ def degradation_row(
     name: str,
     perturbation: Perturbation | None,
     metric: str,
-    fn: Callable[[np.ndarray, np.ndarray], float],
+    fn: Metric,
     targets: np.ndarray,
     clean: np.ndarray,
     perturbed: np.ndarray,
     n_resamples: int,
     seed: int,
+    clean_score: float = float("nan"),
 ) -> dict[str, Any]:
-    """One row of the table. Drops are signed so that a positive drop is always worse (for a
+    """One row of the table (``clean_score``: the metric on ``clean``, from the clean row). Drops are signed so that a positive drop is always worse (for a
     metric where lower is better, perturbed − clean). The drop's interval is a paired bootstrap:
     each resample draws the same records for the clean and the perturbed outputs (the
     records are the same, so their shared difficulty cancels)."""
     sign = -1.0 if lower_is_better(metric) else 1.0
     with quiet_metrics():
-        score = bootstrap_ci(fn, targets, perturbed, n_resamples, seed)
+        value = fn(targets, perturbed)
+        clean_value = value if perturbation is None else clean_score
+        score = bootstrap_ci(fn, targets, perturbed, n_resamples, seed, point=value)
         if perturbation is None:  # the clean row: no drop to resample
             drop = BootstrapCI(0.0, 0.0, 0.0, n_resamples, n_resamples)
         else:
             both = np.stack([clean, perturbed], axis=1)
-            drop = bootstrap_ci(lambda y, p: sign * (fn(y, p[:, 0]) - fn(y, p[:, 1])),
-                                targets, both, n_resamples, seed)  # fmt: skip
-        clean_value = fn(targets, clean)
+            drop = bootstrap_ci(paired_difference(fn, sign), targets, both, n_resamples, seed,
+                                point=sign * (clean_value - value))  # fmt: skip
     kind, snr = (
         (CLEAN, np.nan)
         if perturbation is None
@@ -185,7 +193,7 @@ def robustness_table(
         outputs[name] = predict_perturbed(records, perturbation, transform, forward,
                                           batch_size, rng)  # fmt: skip
         rows.append(degradation_row(name, perturbation, metric, fn, targets, outputs[CLEAN],
-                                    outputs[name], n_resamples, seed))  # fmt: skip
+                                    outputs[name], n_resamples, seed, rows[0]["clean"]))  # fmt: skip
         log.info("robustness: %s %s=%.4f (clean %.4f)", name, metric, rows[-1]["perturbed"],
                  rows[0]["perturbed"])  # fmt: skip
     log.info("robustness: %d perturbations of %d records in %.1fs", len(perturbations),

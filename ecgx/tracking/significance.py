@@ -35,13 +35,12 @@ PREDICTIONS = "predictions/test_predictions.csv"
 
 
 def _metric_fns() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
-    from ecgx.evaluation.metrics import f1_at_thresholds, fmax_ptbxl, mean_accuracy, ranking_metrics
+    from ecgx.evaluation.metrics import fmax_ptbxl, mean_accuracy, ranking_metrics
 
     return {
         "macro_auroc": st.fast_macro_auroc,
         "macro_auprc": lambda y, p: float(ranking_metrics(y, p)["macro_auprc"]),
         "fmax_ptbxl": fmax_ptbxl,
-        "macro_f1": lambda y, p: float(f1_at_thresholds(y, p, 0.5)["macro_f1"]),
         "mean_accuracy": mean_accuracy,
         "accuracy": lambda y, p: float(np.mean(np.argmax(p, 1) == np.argmax(y, 1))),
     }
@@ -50,16 +49,33 @@ def _metric_fns() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
 def metric_function(
     metric: str, classes: Sequence[str]
 ) -> tuple[Callable[[np.ndarray, np.ndarray], float], int | None]:
-    """The function computing ``metric`` (``test/`` prefix optional) from (targets, probs), and
-    the class column it reads (``auroc_<class>``), or None for all. SystemExit naming the
+    """The function computing ``metric`` (any ``<split>/`` prefix) from (targets, probs), and
+    the class column it reads (``auroc_<class>``, ``f1_<class>``, …), or None for all. SystemExit naming the
     metrics it knows otherwise (a loss or a challenge score needs more than the predictions)."""
-    name = metric.removeprefix("test/")
+    from ecgx.evaluation.metrics import DECISION_STATS, decision_metrics
+
+    # The prefix (test/, all/ of an eval child run, code_test/ of compare's references=) says
+    # which records were scored, not what the metric is.
+    name = metric.split("/", 1)[-1]
     fns = _metric_fns()
     if name in fns:
         return fns[name], None
     if name.startswith("auroc_") and name.removeprefix("auroc_") in classes:
         return st.fast_macro_auroc, list(classes).index(name.removeprefix("auroc_"))
-    known = [*fns, *(f"auroc_{c}" for c in classes)]
+    for stat in DECISION_STATS:
+        # macro_f1 and the others: of the decisions p >= 0.5 (as evaluate_split's macro_f1);
+        # on 0/1 predictions (references=), of the decisions as given.
+        per_class = name.startswith(f"{stat}_") and name[len(stat) + 1 :] in classes
+        if name == f"macro_{stat}" or per_class:
+            column = list(classes).index(name[len(stat) + 1 :]) if per_class else None
+
+            def fn(y: np.ndarray, p: np.ndarray, stat: str = stat) -> float:
+                decided = (p >= 0.5).astype(int)
+                return decision_metrics(y, decided, range(y.shape[1]), [stat])[f"macro_{stat}"]
+
+            return fn, column
+    known = [*fns, *(f"auroc_{c}" for c in classes), *(f"macro_{s}" for s in DECISION_STATS),
+             *(f"{s}_{c}" for s in DECISION_STATS for c in classes)]  # fmt: skip
     raise compare_error(
         f"against: metric '{metric}' cannot be recomputed from the per-record predictions; "
         f"name one with against_metric= (one of: {', '.join('test/' + k for k in known)})"
@@ -78,13 +94,17 @@ class RunPredictions:
     classes: list[str] = field(default_factory=list)
 
 
-def _label(run: Any) -> str:
+def run_label(run: Any) -> str:
+    """A run as the messages name it: its name and id."""
     return f"{run.info.run_name or '?'} ({run.info.run_id})"
 
 
-def load_predictions(tracking_uri: str, runs: Sequence[Any]) -> dict[str, RunPredictions]:
-    """Each run's ``predictions/test_predictions.csv``, sorted by record id (so that the order
-    a run wrote its records in never matters). SystemExit naming the runs without one."""
+def load_predictions(
+    tracking_uri: str, runs: Sequence[Any], artifacts: dict[str, str] | None = None
+) -> dict[str, RunPredictions]:
+    """Each run's ``predictions/test_predictions.csv`` (or the artifact ``artifacts`` names for
+    its run id), sorted by record id (so that the order a run wrote its records in never
+    matters). SystemExit naming the runs without one."""
     from mlflow.tracking import MlflowClient
 
     # One progress bar per run's small CSV would bury the table in the terminal.
@@ -94,22 +114,23 @@ def load_predictions(tracking_uri: str, runs: Sequence[Any]) -> dict[str, RunPre
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             try:
-                path = client.download_artifacts(run.info.run_id, PREDICTIONS, tmp)
+                artifact = (artifacts or {}).get(run.info.run_id, PREDICTIONS)
+                path = client.download_artifacts(run.info.run_id, artifact, tmp)
             except Exception:  # MLflow raises several types for a missing artifact
-                missing.append(_label(run))
+                missing.append(run_label(run))
                 continue
             frame = pd.read_csv(path, dtype={"record_id": str}).sort_values("record_id",
                                                                              kind="stable")  # fmt: skip
             Path(path).unlink()
             probs = [c for c in frame.columns if c.startswith("prob_")]
             if not probs:
-                raise compare_error(f"run {_label(run)}: {PREDICTIONS} has no prob_<class> "
+                raise compare_error(f"run {run_label(run)}: {artifact} has no prob_<class> "
                                     f"columns (a regression run?); against= compares classifiers")  # fmt: skip
             classes = [c.removeprefix("prob_") for c in probs]
             if frame["record_id"].duplicated().any():
-                raise compare_error(f"run {_label(run)}: {PREDICTIONS} lists a record twice")
+                raise compare_error(f"run {run_label(run)}: {artifact} lists a record twice")
             out[run.info.run_id] = RunPredictions(
-                run.info.run_id, _label(run), frame["record_id"].to_numpy(),
+                run.info.run_id, run_label(run), frame["record_id"].to_numpy(),
                 frame[probs].to_numpy(float), frame[[f"true_{c}" for c in classes]].to_numpy(int),
                 classes,
             )  # fmt: skip
@@ -151,7 +172,7 @@ def _reference(table: pd.DataFrame, runs: Sequence[Any], against: str) -> tuple[
         return against, by_group[against]
     by_run = [r for r in runs if r.info.run_id == against]
     if by_run:
-        return f"run {_label(by_run[0])}", by_run
+        return f"run {run_label(by_run[0])}", by_run
     raise compare_error(f"against={against}: no group ({', '.join(labels)}) and no compared run "
                         f"has that name or id")  # fmt: skip
 
@@ -170,20 +191,23 @@ def against_columns(
     metric: str | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    predictions: dict[str, RunPredictions] | None = None,
 ) -> pd.DataFrame:
     """``table`` with, per row, the comparison with the reference ``against``:
     ``Δ <metric>`` (row − reference, mean over runs), ``Δ low`` / ``Δ high`` (95 % paired
     bootstrap), ``p bootstrap``, ``p DeLong`` (AUROC metrics) and ``p Holm`` (Holm over the
     rows, on DeLong's p where there is one, else the bootstrap's). The reference row, and a
-    row whose runs are the reference's, get no p-value."""
+    row whose runs are the reference's, get no p-value. ``predictions``: each run's, by run id,
+    where the caller holds them (``references=``); else they are downloaded from MLflow."""
     keys = table_keys(table)
     metric = metric or next(c.removesuffix(" mean") for c in table.columns if c.endswith(" mean"))
     label, reference = _reference(table, runs, against)
     # The metric's name is checked before any download (the classes as the runs logged them).
     metric_function(metric, runs[0].data.params.get("data/classes", "").split(","))
-    predictions = load_predictions(tracking_uri, runs)
-    check_same_records(list(predictions.values()))
-    first = next(iter(predictions.values()))
+    if predictions is None:
+        predictions = load_predictions(tracking_uri, runs)
+    check_same_records([predictions[r.info.run_id] for r in runs])
+    first = predictions[runs[0].info.run_id]
     fn, column = metric_function(metric, first.classes)
     targets = first.targets if column is None else first.targets[:, [column]]
 
@@ -191,7 +215,8 @@ def against_columns(
         out = [predictions[r.info.run_id].probs for r in group]
         return out if column is None else [p[:, [column]] for p in out]
 
-    auroc = metric.removeprefix("test/") == "macro_auroc" or column is not None
+    short = metric.split("/", 1)[-1]
+    auroc = short == "macro_auroc" or short.startswith("auroc_")
     # Each run is scored once per resample, on draws shared by all: paired, and no run is
     # scored again for every row it is compared in.
     draws = st.bootstrap_draws(len(targets), n_resamples, seed)

@@ -63,7 +63,7 @@ def test_repeat_and_rates() -> None:
 
 def test_suite_selection() -> None:
     assert selected_suites(compose_bench([])) == ["ingest", "load", "train", "explain", "sweep",
-                                                  "memory", "deploy"]  # fmt: skip
+                                                  "memory", "deploy", "evaluation"]  # fmt: skip
     assert selected_suites(compose_bench(["suite=train"])) == ["train"]
     with pytest.raises(ConfigValueError, match="unknown"):
         selected_suites(compose_bench(["suite=[train,speed]"]))

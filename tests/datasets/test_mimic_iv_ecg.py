@@ -177,3 +177,53 @@ def test_statement_matching() -> None:
     }
     for text, classes in cases.items():
         assert reader.classify(text) == classes, text
+
+
+def test_age_and_sex_from_mimic_iv_patients(tmp_path: Path, caplog) -> None:
+    """dataset.patients: age at the ECG from anchor_age/anchor_year and the ecg_time of the real
+    demo record list; sex from gender; a subject missing from the table is NaN and logged."""
+    import gzip
+
+    from ecgx.data.extras import demographics
+    from ecgx.evaluation.subgroups import group_labels
+
+    root = tmp_path / "demo"
+    root.mkdir()
+    shutil.copy(MIMIC / "demo_record_list_head.csv", root / "record_list.csv")
+    # subjects 10000032 (3 ECGs in 2180), 10001217 (2 in 2157); 10001725 is left out
+    hosp = root / "hosp"
+    hosp.mkdir()
+    text = ("subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n"
+            "10000032,F,52,2180,2014 - 2016,2180-09-09\n"
+            "10001217,M,55,2155,2011 - 2013,\n")  # fmt: skip
+    with gzip.open(hosp / "patients.csv.gz", "wt") as f:
+        f.write(text)
+    reader = MIMICIVECG(root, task="none", patients="hosp/patients.csv.gz")
+    reader.ensure()
+    with caplog.at_level("WARNING"):
+        meta = reader.metadata()
+    assert meta["age"].tolist()[:5] == [52, 52, 52, 57, 57]  # 55 + (2157 - 2155)
+    assert meta["sex"].tolist()[:5] == [1, 1, 1, 0, 0]
+    assert np.isnan(meta["age"].iloc[5]) and np.isnan(meta["sex"].iloc[5])
+    assert "1 of 6 records (1 subjects, first 10001725) have no row" in caplog.text
+    # what subgroups=default and the SE-ResNet's demographics read from these columns
+    assert group_labels(meta, "sex", [0, 40, 60, 80, 150]).tolist()[3:] == [
+        "male", "male", "unknown"]  # fmt: skip
+    assert group_labels(meta, "age", [0, 40, 60, 80, 150]).tolist()[:2] == ["[40, 60)"] * 2
+    np.testing.assert_allclose(demographics(meta["age"], meta["sex"], 3)[[0, 5]],
+                               [[0.52, 1, 0], [0, 0, 0]])  # fmt: skip
+    # the cache key follows the table: a changed patients file rebuilds the cache
+    assert "patients" in reader.signal_spec()
+    # absolute path too; without the key, NaN as before
+    assert MIMICIVECG(root, task="none", patients=hosp / "patients.csv.gz").metadata()[
+        "sex"].iloc[0] == 1  # fmt: skip
+    assert MIMICIVECG(root, task="none").metadata()["age"].isna().all()
+    # bad input names the file and what is wrong
+    with pytest.raises(MissingPathError, match="dataset.patients=.*nope.csv: no such file"):
+        MIMICIVECG(root, task="none", patients="nope.csv").ensure()
+    (hosp / "p.csv").write_text("subject_id,gender,anchor_age\n10000032,F,52\n")
+    with pytest.raises(RecordError, match=r"p.csv: missing columns \['anchor_year'\]"):
+        MIMICIVECG(root, task="none", patients="hosp/p.csv").metadata()
+    (hosp / "p.csv").write_text(text.replace(",F,", ",X,"))
+    with pytest.raises(RecordError, match="p.csv: gender 'X': expected M or F"):
+        MIMICIVECG(root, task="none", patients="hosp/p.csv").metadata()

@@ -235,6 +235,51 @@ def test_bootstrap_skips_undefined_resamples(caplog) -> None:
     assert ci2.n_used == ci.n_used
 
 
+def test_vectorised_bootstrap_equals_the_one_resample_at_a_time_loop(caplog) -> None:
+    from ecgx.evaluation.scoring import metric_function, paired_difference
+
+    rng = np.random.default_rng(5)
+    n = 150
+    y = (rng.random((n, 4)) < [0.4, 0.1, 0.02, 0.5]).astype(int)
+    y[:, 3] = 1  # no negative: undefined in every resample, left out of each macro
+    # Rounded scores: ties inside and across the classes' positives and negatives.
+    p = np.round(np.clip(0.25 * y + 0.75 * rng.random((n, 4)), 0, 1), 1)
+    q = np.round(np.clip(p + 0.2 * rng.standard_normal((n, 4)), 0, 1), 2)
+    fast = metric_function("multilabel", "macro_auroc", ["a", "b", "c", "d"])
+    assert fast.resampled is not None
+    draws = np.stack([rng.integers(0, n, size=n) for _ in range(40)])
+    by_loop = [float(M.ranking_metrics(y[d], p[d])["macro_auroc"]) for d in draws]
+    by_hand = [np.mean([roc_auc_score(y[d, k], p[d, k]) for k in range(3)
+                        if 0 < y[d, k].sum() < n]) for d in draws]  # fmt: skip
+    np.testing.assert_allclose(fast.resampled(y, p, draws), by_loop, atol=1e-6)
+    np.testing.assert_allclose(fast.resampled(y, p, draws), by_hand, atol=1e-12)
+    # Through bootstrap_ci, in blocks smaller than the resamples: the same interval as the loop.
+    slow = lambda t, s: fast(t, s)  # noqa: E731 - the same metric without its vectorised form
+    old_block = M.RESAMPLE_BLOCK_ELEMENTS
+    try:
+        M.RESAMPLE_BLOCK_ELEMENTS = 7 * n  # 7 resamples a block
+        a = M.bootstrap_ci(fast, y, p, n_resamples=60, seed=2)
+        b = M.bootstrap_ci(slow, y, p, n_resamples=60, seed=2)
+        both = np.stack([p, q], axis=1)
+        d_fast = M.bootstrap_ci(paired_difference(fast, -1.0), y, both, 60, seed=2)
+        d_slow = M.bootstrap_ci(lambda t, s: -(fast(t, s[:, 0]) - fast(t, s[:, 1])), y, both,
+                                60, seed=2)  # fmt: skip
+    finally:
+        M.RESAMPLE_BLOCK_ELEMENTS = old_block
+    np.testing.assert_allclose(tuple(a), tuple(b), atol=1e-6)
+    assert a.n_used == b.n_used == 60
+    np.testing.assert_allclose(tuple(d_fast), tuple(d_slow), atol=1e-6)
+    assert d_fast.point != 0
+    # A resample where no class is defined is NaN in both forms, and skipped alike.
+    one = np.zeros((20, 1), dtype=int)
+    one[0] = 1
+    scores = np.linspace(0, 1, 20)[::-1, None]
+    single = metric_function("multilabel", "macro_auroc", ["a"])
+    got = M.bootstrap_ci(single, one, scores, n_resamples=100, seed=0)
+    want = M.bootstrap_ci(lambda t, s: single(t, s), one, scores, n_resamples=100, seed=0)
+    assert 20 < got.n_used == want.n_used < 100
+
+
 def test_evaluate_split_names_every_seed_metric_and_the_challenge_score() -> None:
     from ecgx.evaluation.challenge import challenge_score
     from ecgx.evaluation.metrics import (

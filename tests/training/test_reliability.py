@@ -119,7 +119,7 @@ def test_killed_parallel_build_leaves_no_worker_alive(tmp_path: Path, monkeypatc
     proc.start()
     deadline = time.monotonic() + 60
     while len(workers := _children(proc.pid)) < 2 or not any(
-        p.stat().st_size for p in cache_dir.glob(".*.tmp-*/signals.f32")
+        p.stat().st_size for p in cache_dir.glob(".*.parts/*.f32*")
     ):
         assert proc.is_alive() and time.monotonic() < deadline
         time.sleep(0.05)
