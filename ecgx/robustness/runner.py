@@ -119,10 +119,11 @@ def degradation_row(
     seed: int,
     clean_score: float = float("nan"),
 ) -> dict[str, Any]:
-    """One row of the table (``clean_score``: the metric on ``clean``, from the clean row). Drops are signed so that a positive drop is always worse (for a
-    metric where lower is better, perturbed − clean). The drop's interval is a paired bootstrap:
-    each resample draws the same records for the clean and the perturbed outputs (the
-    records are the same, so their shared difficulty cancels)."""
+    """One row of the table (``clean_score``: the metric on ``clean``, from the clean row).
+    Drops are signed so that a positive drop is always worse (for a metric where lower is
+    better, perturbed − clean). The drop's interval is a paired bootstrap: each resample draws
+    the same records for the clean and the perturbed outputs (the records are the same, so
+    their shared difficulty cancels)."""
     sign = -1.0 if lower_is_better(metric) else 1.0
     with quiet_metrics():
         value = fn(targets, perturbed)
