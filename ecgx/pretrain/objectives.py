@@ -51,12 +51,23 @@ class CPC(nn.Module):
     """Contrastive predictive coding as ECG-CPC (Mehari & Strodthoff 2022; the benchmark's
     ``config_cpc_ecg_s4_heedb.yaml``): the encoder's codes ``z_t``, a causal context network's
     ``c_t``, one linear prediction per future step ``k = 1..steps`` (``multi_prediction``,
-    no bias), InfoNCE of ``W_k c_t`` against ``z_{t+k}`` with the negatives the codes of the
-    same record at the other steps (``negatives_from_same_seq_only``; False: every step of
-    every record in the batch).
+    no bias), InfoNCE of ``W_k c_t`` against ``z_{t+k}``. Where the negatives come from:
+
+    - ``same_record`` (ECG-CPC's published config, ``negatives_from_same_seq_only=True``): the
+      same record's codes at the other steps; scores (B, T-k, T-k).
+    - ``same_step``: the codes at the same future step ``t+k`` of the other records in the
+      batch; scores (T-k, B, B), O(T·B²·D) like ``same_record``. A cheap stand-in for
+      cross-record negatives, in the spirit of the cross-sequence sampling of wav2vec-style
+      CPC variants; it is not ECG-CPC's published setting. A record-constant feature (the
+      morphology) tells the records apart here, which ``same_record`` never rewards.
+    - ``all`` (``negatives_from_same_seq_only=False``): every step of every record in the
+      batch; scores (B·(T-k))², far slower.
     """
 
-    def __init__(self, net: nn.Module, steps: int = 14, same_sequence_negatives: bool = True):
+    #: the values ``negatives`` accepts
+    NEGATIVES = ("same_record", "same_step", "all")
+
+    def __init__(self, net: nn.Module, steps: int = 14, negatives: str = "same_record"):
         super().__init__()
         _need(net, "cpc", "encode", "contextualise", "feature_dim")
         if getattr(net, "bidirectional", False):
@@ -67,7 +78,12 @@ class CPC(nn.Module):
         if steps < 1:
             raise ConfigValueError(f"pretrain.objective.steps must be ≥ 1, got {steps}")
         self.steps = int(steps)
-        self.same_sequence_negatives = bool(same_sequence_negatives)
+        if negatives not in self.NEGATIVES:
+            raise ConfigValueError(
+                f"pretrain.objective.negatives={negatives!r} is not one of "
+                f"{', '.join(self.NEGATIVES)}"
+            )
+        self.negatives = negatives
         dim = int(net.feature_dim)
         self.predictor = nn.Linear(dim, dim * self.steps, bias=False)
 
@@ -86,8 +102,10 @@ class CPC(nn.Module):
         losses, correct, total = [], 0, 0
         for k in range(1, steps + 1):
             pred, target = F.linear(c[:, : t - k], weights[k - 1]), z[:, k:]
-            if self.same_sequence_negatives:
+            if self.negatives == "same_record":
                 scores = pred @ target.transpose(1, 2)  # (B, T-k, T-k)
+            elif self.negatives == "same_step":
+                scores = torch.einsum("btd,ctd->tbc", pred, target)  # (T-k, B, B)
             else:
                 scores = pred.reshape(-1, d) @ target.reshape(-1, d).T
             losses.append(info_nce(scores))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import hydra
 import pytest
 import torch
 
@@ -58,6 +59,48 @@ def test_cpc_scores_each_prediction_against_the_same_records_other_steps() -> No
     scores = pred @ z[:, 1:].transpose(1, 2)
     assert torch.allclose(loss, info_nce(scores))
     assert 0.0 <= extra["accuracy"] <= 1.0
+
+
+def test_cpc_same_step_negatives_are_the_other_records_at_that_step() -> None:
+    """negatives=same_step: each prediction W_k c_t of record b is scored against z_{t+k} of
+    every record in the batch, its own the positive; loss and accuracy by hand."""
+    torch.manual_seed(0)
+    net = S4Classifier(12, 2, d_model=8, d_state=4, n_layers=1, bidirectional=False, dropout=0)
+    cpc = CPC(net, steps=2, negatives="same_step")
+    x = torch.randn(3, 12, 16)
+    loss, extra = cpc(net, x)
+    with torch.no_grad():
+        z = net.encode(x).transpose(1, 2)
+        c = net.contextualise(net.encode(x)).transpose(1, 2)
+    n_rec, n_steps, d = z.shape
+    weights = cpc.predictor.weight.detach().view(2, d, d)
+    step_losses, hits, total = [], 0, 0
+    for k in (1, 2):
+        terms = []
+        for t in range(n_steps - k):
+            for b in range(n_rec):
+                pred = weights[k - 1] @ c[b, t]
+                row = [float(pred @ z[other, t + k]) for other in range(n_rec)]
+                terms.append(-math.log(math.exp(row[b]) / sum(math.exp(r) for r in row)))
+                hits += max(range(n_rec), key=row.__getitem__) == b
+                total += 1
+        step_losses.append(sum(terms) / len(terms))
+    assert float(loss.detach()) == pytest.approx(sum(step_losses) / 2, rel=1e-5)
+    assert extra["accuracy"] == pytest.approx(hits / total)
+
+
+def test_cpc_refuses_an_unknown_negatives_mode() -> None:
+    net = S4Classifier(12, 2, d_model=8, d_state=4, n_layers=1, bidirectional=False)
+    with pytest.raises(ConfigValueError, match="negatives='batch'.*same_step"):
+        CPC(net, negatives="batch")
+
+
+def test_cpc_negatives_mode_is_read_from_the_pretrain_config(compose_train) -> None:
+    net = S4Classifier(12, 2, d_model=8, d_state=4, n_layers=1, bidirectional=False)
+    default = hydra.utils.instantiate(compose_train("pretrain=cpc").pretrain.objective)(net)
+    chosen = compose_train("pretrain=cpc", "pretrain.objective.negatives=same_step")
+    assert default.negatives == "same_record"
+    assert hydra.utils.instantiate(chosen.pretrain.objective)(net).negatives == "same_step"
 
 
 def test_cpc_refuses_a_bidirectional_context() -> None:
