@@ -56,10 +56,11 @@ class CPC(nn.Module):
     - ``same_record`` (ECG-CPC's published config, ``negatives_from_same_seq_only=True``): the
       same record's codes at the other steps; scores (B, T-k, T-k).
     - ``same_step``: the codes at the same future step ``t+k`` of the other records in the
-      batch; scores (T-k, B, B), O(T·B²·D) like ``same_record``. A cheap stand-in for
-      cross-record negatives, in the spirit of the cross-sequence sampling of wav2vec-style
-      CPC variants; it is not ECG-CPC's published setting. A record-constant feature (the
-      morphology) tells the records apart here, which ``same_record`` never rewards.
+      batch; scores (T-k, B, B), O(T·B²·D) like ``same_record``. A cheap form of
+      cross-record negatives, the per-time-step in-batch InfoNCE some CPC implementations use
+      (e.g. sslsv's speaker-verification CPC loss); not ECG-CPC's published setting. A
+      record-constant feature (the morphology) can tell the records apart here, which
+      ``same_record`` never rewards.
     - ``all`` (``negatives_from_same_seq_only=False``): every step of every record in the
       batch; scores (B·(T-k))², far slower.
     """
