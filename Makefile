@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ecgx-installed
 PYTEST_ARGS ?=
+# The suite in one process per core (pytest-xdist), a test file to a process so its module and
+# session fixtures are built once there; each process's torch gets one thread (tests/conftest.py).
+# 2 cores: 11 min instead of 21 serially.
+PYTEST_PARALLEL ?= -n auto --dist loadfile
 BENCH_ARGS ?=
 
 .PHONY: help install data run test test-fast bench lint format clean clean-runs
@@ -43,10 +47,10 @@ run: data
 	$(BIN)/ecgx train
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/ecgx bench $(BENCH_ARGS)
