@@ -393,16 +393,33 @@ def bootstrap_ci(
     records when the caller already has it (not recomputed).
     """
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
+    if point is None:
+        point = _metric_or_nan(metric_fn, y_true, y_prob)
+    stats = bootstrap_values(metric_fn, y_true, y_prob, n_resamples, seed)
+    return percentile_interval(float(point), stats, alpha)
+
+
+def _metric_or_nan(metric_fn: Callable, y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    try:
+        return float(metric_fn(y_true, y_prob))
+    except ValueError:
+        return float("nan")
+
+
+def bootstrap_values(
+    metric_fn: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """The metric on each of :func:`bootstrap_ci`'s resamples, (n_resamples,), NaN where
+    undefined. The draws depend on the record count and seed only, so two outputs scored on the
+    same records with the same seed are paired resample by resample (their difference is a
+    paired bootstrap)."""
+    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     if len(y_true) != len(y_prob):
         raise ValueError(f"{len(y_true)} targets but {len(y_prob)} predictions")
-
-    def value(idx: np.ndarray | slice) -> float:
-        try:
-            return float(metric_fn(y_true[idx], y_prob[idx]))
-        except ValueError:
-            return float("nan")
-
-    point = value(slice(None)) if point is None else float(point)
     rng = np.random.default_rng(seed)
     n = len(y_true)
     # A metric that scores many resamples at once (``resampled``) gets them in blocks: the same
@@ -413,8 +430,15 @@ def bootstrap_ci(
     for start in range(0, n_resamples, block):
         draws = np.stack([rng.integers(0, n, size=n)
                           for _ in range(min(block, n_resamples - start))])  # fmt: skip
-        parts.append(resampled(y_true, y_prob, draws) if resampled else [value(draws[0])])
-    stats = np.concatenate([np.asarray(v, dtype=float) for v in parts]) if parts else np.zeros(0)
+        parts.append(resampled(y_true, y_prob, draws) if resampled else
+                     [_metric_or_nan(metric_fn, y_true[draws[0]], y_prob[draws[0]])])  # fmt: skip
+    return np.concatenate([np.asarray(v, dtype=float) for v in parts]) if parts else np.zeros(0)
+
+
+def percentile_interval(point: float, stats: np.ndarray, alpha: float = 0.05) -> BootstrapCI:
+    """The percentile interval of resampled values ``stats`` (undefined ones skipped, with a
+    warning naming how many)."""
+    n_resamples = len(stats)
     stats = stats[np.isfinite(stats)]
     if len(stats) < n_resamples:
         log.warning("bootstrap: metric undefined on %d of %d resamples, skipped",

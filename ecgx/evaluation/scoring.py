@@ -49,19 +49,6 @@ def metric_function(task: str, metric: str, names: list[str]) -> Metric:
     return Metric(lambda y, p: float(evaluate_split(task, p, y, names)[metric]))
 
 
-def paired_difference(metric: Metric, sign: float = 1.0) -> Metric:
-    """``sign × (metric(y, p[:, 0]) − metric(y, p[:, 1]))`` over outputs stacked as
-    (records, 2, classes): a paired bootstrap resamples the same records for both."""
-    fast = None
-    if metric.resampled is not None:
-        inner = metric.resampled
-
-        def fast(y: np.ndarray, p: np.ndarray, draws: np.ndarray) -> np.ndarray:
-            return sign * (inner(y, p[:, 0], draws) - inner(y, p[:, 1], draws))
-
-    return Metric(lambda y, p: sign * (metric(y, p[:, 0]) - metric(y, p[:, 1])), fast)
-
-
 def check_metric(
     task: str, metric: str, names: list[str], targets: np.ndarray, outputs: np.ndarray, key: str
 ) -> None:

@@ -25,12 +25,11 @@ import pandas as pd
 import torch
 
 from ecgx.errors import ConfigValueError
-from ecgx.evaluation.metrics import BootstrapCI, bootstrap_ci
+from ecgx.evaluation.metrics import BootstrapCI, bootstrap_values, percentile_interval
 from ecgx.evaluation.scoring import (
     Metric,
     check_metric,
     metric_function,
-    paired_difference,
     quiet_metrics,
 )
 from ecgx.formats.record import Record
@@ -113,28 +112,29 @@ def degradation_row(
     metric: str,
     fn: Metric,
     targets: np.ndarray,
-    clean: np.ndarray,
     perturbed: np.ndarray,
     n_resamples: int,
     seed: int,
-    clean_score: float = float("nan"),
-) -> dict[str, Any]:
-    """One row of the table (``clean_score``: the metric on ``clean``, from the clean row).
-    Drops are signed so that a positive drop is always worse (for a metric where lower is
-    better, perturbed − clean). The drop's interval is a paired bootstrap: each resample draws
-    the same records for the clean and the perturbed outputs (the records are the same, so
-    their shared difficulty cancels)."""
+    clean: tuple[float, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], tuple[float, np.ndarray]]:
+    """One row of the table, and the row's (score, resampled scores). ``clean``: the clean
+    row's (score, resampled scores); None for the clean row itself. Drops are signed so that a
+    positive drop is always worse (for a metric where lower is better, perturbed − clean). The
+    drop's interval is a paired bootstrap: every row is resampled with the same draws (one seed,
+    the same records), so clean and perturbed are scored on the same resample and their shared
+    difficulty cancels; the clean row's resamples are scored once for the whole table."""
     sign = -1.0 if lower_is_better(metric) else 1.0
     with quiet_metrics():
         value = fn(targets, perturbed)
-        clean_value = value if perturbation is None else clean_score
-        score = bootstrap_ci(fn, targets, perturbed, n_resamples, seed, point=value)
-        if perturbation is None:  # the clean row: no drop to resample
+        values = bootstrap_values(fn, targets, perturbed, n_resamples, seed)
+        score = percentile_interval(value, values)
+        if clean is None:  # the clean row: no drop to resample
+            clean_value = value
             drop = BootstrapCI(0.0, 0.0, 0.0, n_resamples, n_resamples)
         else:
-            both = np.stack([clean, perturbed], axis=1)
-            drop = bootstrap_ci(paired_difference(fn, sign), targets, both, n_resamples, seed,
-                                point=sign * (clean_value - value))  # fmt: skip
+            clean_value, clean_values = clean
+            drop = percentile_interval(sign * (clean_value - value),
+                                       sign * (clean_values - values))  # fmt: skip
     kind, snr = (
         (CLEAN, np.nan)
         if perturbation is None
@@ -155,7 +155,7 @@ def degradation_row(
         "drop_ci_low": drop.low,
         "drop_ci_high": drop.high,
         "n_records": len(targets),
-    }
+    }, (value, values)
 
 
 def _kind(perturbation: Perturbation) -> str:
@@ -187,14 +187,15 @@ def robustness_table(
     outputs = {CLEAN: predict_perturbed(records, None, transform, forward, batch_size,
                                         np.random.default_rng(seed))}  # fmt: skip
     check_metric(task, metric, names, targets, outputs[CLEAN], "robustness.metric")
-    rows = [degradation_row(CLEAN, None, metric, fn, targets, outputs[CLEAN], outputs[CLEAN],
-                            n_resamples, seed)]  # fmt: skip
+    row, clean = degradation_row(CLEAN, None, metric, fn, targets, outputs[CLEAN], n_resamples,
+                                 seed)  # fmt: skip
+    rows = [row]
     for k, (name, perturbation) in enumerate(perturbations.items(), start=1):
         rng = np.random.default_rng([seed, k])  # one stream per perturbation: order-free
         outputs[name] = predict_perturbed(records, perturbation, transform, forward,
                                           batch_size, rng)  # fmt: skip
-        rows.append(degradation_row(name, perturbation, metric, fn, targets, outputs[CLEAN],
-                                    outputs[name], n_resamples, seed, rows[0]["clean"]))  # fmt: skip
+        rows.append(degradation_row(name, perturbation, metric, fn, targets, outputs[name],
+                                    n_resamples, seed, clean)[0])  # fmt: skip
         log.info("robustness: %s %s=%.4f (clean %.4f)", name, metric, rows[-1]["perturbed"],
                  rows[0]["perturbed"])  # fmt: skip
     log.info("robustness: %d perturbations of %d records in %.1fs", len(perturbations),
