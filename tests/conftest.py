@@ -20,7 +20,12 @@ os.environ.setdefault("ECGX_ROOT", str(ROOT))
 # Keep tests on 2 cores predictable and quiet: under pytest-xdist (`make test`) every worker
 # process is one core's worth, so its torch (and the `ecgx` processes it starts) get one thread;
 # two threads per worker on two cores would make OpenMP's spin-waits fight each other.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# Set, not defaulted, in a worker: the controller process loaded this file first and its
+# default of 2 is what the workers inherit.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
