@@ -36,3 +36,20 @@ def row_record(row: Mapping[str, Any], signal: np.ndarray, fs: float, source: st
         source=source,
         labels=row["labels"],
     )
+
+
+def multi_hot(
+    labels: Iterable[Iterable[str]], names: list[str], mapping: Mapping[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(targets (N, C) float32 over ``names``, bool mask of records with at least one class).
+    Each record's codes map to class names through ``mapping`` (None: a code is its class
+    name); codes outside it are ignored."""
+    col = {name: i for i, name in enumerate(names)}
+    rows = list(labels)
+    y = np.zeros((len(rows), len(names)), dtype=np.float32)
+    for i, codes in enumerate(rows):
+        for code in codes:
+            name = code if mapping is None else mapping.get(code)
+            if name in col:
+                y[i, col[name]] = 1.0
+    return y, y.any(axis=1)

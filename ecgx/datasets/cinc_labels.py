@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
 from functools import cache
 from importlib.resources import files
 
 import numpy as np
 
+from ecgx.datasets.base import multi_hot  # noqa: F401 - CinC's label encoding
 from ecgx.errors import ConfigValueError
 
 EDITIONS = (2020, 2021)
@@ -136,20 +136,6 @@ def class_map(edition: int, classes: str) -> tuple[list[str], dict[str, str]]:
         codes = codes + _code_column(edition, "dx_mapping_unscored.csv")
     mapping = {code: canonical.get(code, code) for code in codes}
     return sorted(set(mapping.values())), mapping
-
-
-def multi_hot(
-    labels: Iterable[dict[str, float]], names: list[str], mapping: dict[str, str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(targets (N, C) float32, bool mask of records with at least one class)."""
-    col = {name: i for i, name in enumerate(names)}
-    rows = list(labels)
-    y = np.zeros((len(rows), len(names)), dtype=np.float32)
-    for i, codes in enumerate(rows):
-        for code in codes:
-            if code in mapping:
-                y[i, col[mapping[code]]] = 1.0
-    return y, y.any(axis=1)
 
 
 def challenge_weights(edition: int, names: list[str]) -> np.ndarray:

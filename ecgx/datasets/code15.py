@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp
-from ecgx.datasets.base import check_root, row_record
+from ecgx.datasets.base import check_root, multi_hot, row_record
 from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.formats.record import Record, RecordError, canonical_order, check_signal
 
@@ -110,12 +110,7 @@ class _Tracings:
     def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Multi-hot over ``classes``; every exam is kept: an exam with none of the six is a
         negative for all of them (most exams are), not an unlabelled one."""
-        col = {name: i for i, name in enumerate(self.classes)}
-        y = np.zeros((len(meta), len(self.classes)), dtype=np.float32)
-        for i, found in enumerate(meta["labels"]):
-            for code in found:
-                if code in col:
-                    y[i, col[code]] = 1.0
+        y, _ = multi_hot(meta["labels"], list(self.classes))
         return y, list(self.classes), np.ones(len(meta), dtype=bool)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp, listing_stamp
-from ecgx.datasets.base import check_root, row_record
+from ecgx.datasets.base import check_root, multi_hot, row_record
 from ecgx.errors import ConfigValueError, MissingPathError
 from ecgx.formats.matlab import load_mat
 from ecgx.formats.record import LEADS, Record, RecordError, check_signal
@@ -155,13 +155,8 @@ class CPSC2018:
     # -- labels ------------------------------------------------------------------------------
     def labels(self, meta: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Multi-hot targets (N, C) over ``classes``, the class names, records with any class."""
-        col = {name: i for i, name in enumerate(self.classes)}
-        y = np.zeros((len(meta), len(self.classes)), dtype=np.float32)
-        for i, labels in enumerate(meta["labels"]):
-            for name in labels:
-                if name in col:
-                    y[i, col[name]] = 1.0
-        return y, list(self.classes), y.any(axis=1)
+        y, keep = multi_hot(meta["labels"], list(self.classes))
+        return y, list(self.classes), keep
 
 
 def read_reference(path: str | Path) -> dict[str, list[str]]:

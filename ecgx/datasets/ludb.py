@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import listing_stamp
-from ecgx.datasets.base import check_root, row_record
+from ecgx.datasets.base import check_root, multi_hot, row_record
 from ecgx.formats.record import LEADS, Record, RecordError, canonical_leads, reorder_leads
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,8 @@ class LUDB:
             for labels in meta["labels"]
         ]
         classes = self.classes or sorted(set().union(*per_record))
-        column = {name: i for i, name in enumerate(classes)}
-        y = np.zeros((len(meta), len(classes)), dtype=np.float32)
-        for i, statements in enumerate(per_record):
-            for s in statements:
-                if s in column:
-                    y[i, column[s]] = 1.0
-        return y, list(classes), y.any(axis=1)
+        y, keep = multi_hot(per_record, list(classes))
+        return y, list(classes), keep
 
 
 def _comments(hea: Path) -> dict[str, str]:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ecgx.data.cache import file_stamp
-from ecgx.datasets.base import check_root, row_record
+from ecgx.datasets.base import check_root, multi_hot, row_record
 from ecgx.errors import ConfigValueError
 from ecgx.formats.record import LEADS, Record, RecordError, check_signal
 
@@ -196,13 +196,8 @@ class SPH:
         else:
             per_record = [set(codes) for codes in meta["labels"]]
             classes = sorted(set().union(*per_record), key=_numeric_order)
-        col = {name: i for i, name in enumerate(classes)}
-        y = np.zeros((len(meta), len(classes)), dtype=np.float32)
-        for i, codes in enumerate(per_record):
-            for code in codes:
-                if code in col:
-                    y[i, col[code]] = 1.0
-        return y, classes, y.any(axis=1)
+        y, keep = multi_hot(per_record, classes)
+        return y, classes, keep
 
 
 def _statements(text: object, csv: Path, ecg_id: str) -> dict[str, float]:

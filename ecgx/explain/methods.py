@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,17 +47,20 @@ class UnsupportedModelError(ConfigValueError):
     """The method's rules are not valid for this model's layers."""
 
 
-def relu_usage(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
-    """How the model applies ReLUs in one forward: ``functional`` calls outside ReLU modules,
-    and ``reused`` ReLU modules (called more than once)."""
+def _functions_outside(
+    model: nn.Module, inputs: torch.Tensor, modules: Sequence[nn.Module]
+) -> tuple[list[Any], Counter[int]]:
+    """One forward of ``model`` on the first input: the torch functions it calls outside
+    ``modules`` (in call order), and how often each of ``modules`` ran (by ``id``). A
+    ``TorchFunctionMode`` sees functional calls that module hooks cannot."""
     calls: Counter[int] = Counter()
     inside = [0]
-    functional = [0]
+    outside: list[Any] = []
 
     class _Spy(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            if func in (torch.relu, torch.relu_, nn.functional.relu) and not inside[0]:
-                functional[0] += 1
+            if not inside[0]:
+                outside.append(func)
             return func(*args, **(kwargs or {}))
 
     def pre(module: nn.Module, _: Any) -> None:
@@ -67,16 +70,24 @@ def relu_usage(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
     def post(module: nn.Module, _: Any, __: Any) -> None:
         inside[0] -= 1
 
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    handles = [m.register_forward_pre_hook(pre) for m in relus]
-    handles += [m.register_forward_hook(post) for m in relus]
+    handles = [m.register_forward_pre_hook(pre) for m in modules]
+    handles += [m.register_forward_hook(post) for m in modules]
     try:
         with torch.no_grad(), _Spy():
             model(inputs[:1])
     finally:
         for h in handles:
             h.remove()
-    return {"functional": functional[0], "reused": sum(1 for c in calls.values() if c > 1)}
+    return outside, calls
+
+
+def relu_usage(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
+    """How the model applies ReLUs in one forward: ``functional`` calls outside ReLU modules,
+    and ``reused`` ReLU modules (called more than once)."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    outside, calls = _functions_outside(model, inputs, relus)
+    functional = sum(1 for f in outside if f in (torch.relu, torch.relu_, nn.functional.relu))
+    return {"functional": functional, "reused": sum(1 for c in calls.values() if c > 1)}
 
 
 def _require_relu_modules(model: nn.Module, inputs: torch.Tensor, method: str) -> None:
@@ -428,30 +439,9 @@ def lrp_blockers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     leaves = [m for m in model.modules() if not list(m.children())]
     blockers = sorted({type(m).__name__ for m in leaves
                        if not isinstance(m, _LRP_LEAVES) and _declared_rule(m) != "epsilon"})  # fmt: skip
-    inside = [0]
-    functional: Counter[str] = Counter()
-
-    class _Spy(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            name = getattr(func, "__name__", str(func))
-            if not inside[0] and name not in _LRP_ROUTING:
-                functional[name] += 1
-            return func(*args, **(kwargs or {}))
-
-    def pre(module: nn.Module, _: Any) -> None:
-        inside[0] += 1
-
-    def post(module: nn.Module, _: Any, __: Any) -> None:
-        inside[0] -= 1
-
-    handles = [m.register_forward_pre_hook(pre) for m in leaves]
-    handles += [m.register_forward_hook(post) for m in leaves]
-    try:
-        with torch.no_grad(), _Spy():
-            model(inputs[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    outside, _ = _functions_outside(model, inputs, leaves)
+    names = (getattr(func, "__name__", str(func)) for func in outside)
+    functional = Counter(name for name in names if name not in _LRP_ROUTING)
     return blockers + [f"functional {name} ({n}x)" for name, n in sorted(functional.items())]
 
 
