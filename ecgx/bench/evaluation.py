@@ -6,7 +6,8 @@
   measured in this run. The figure's ratio to it is what perturbing, re-running the offline
   transforms and the paired bootstraps add.
 - **ground truth**: an explainer's ground-truth scores (pointing game, relevance mass, rank
-  correlation) need the segment masks (delineation) and the maps; their floor is the
+  correlation) need the segment masks (the generator's beat bounds on the view) and the
+  graded maps; their floor is the
   attribution the explainer computes anyway (its model evaluations). The model-randomisation
   check re-attributes after each of ``randomisation_steps`` stops: its floor is that many
   attributions plus the reference one.
@@ -118,7 +119,7 @@ def _ground_truth(
     from hydra.utils import instantiate
 
     from ecgx.explain import ground_truth as gt
-    from ecgx.explain.run import _background, _inputs, _segment_masks
+    from ecgx.explain.run import _background, _inputs, truth_masks
     from ecgx.paths import config_dir
 
     node = compose_explainer(method_name, config_dir())
@@ -146,7 +147,7 @@ def _ground_truth(
         kept[:] = [attribute(net).numpy()]
 
     def scoring() -> None:
-        masks = _segment_masks(node, ids, raw, datamodule.cache.fs)
+        masks = truth_masks(truth, ids, datamodule, raw.shape[-1])
         strength = truth.lead_segment(ids, [names[t] for t in targets.tolist()])
         gt.scores(kept[0], gt.graded_map(strength, masks), threshold)
 
@@ -170,10 +171,8 @@ def _ground_truth(
         Figure(SUITE, f"{method_name}: attribution + ground-truth scores", "s",
                [a + s for a, s in zip(t_attr, t_score, strict=False)],
                ratio_to=f"{method_name}: attribution", target=str(cfg.target), params=params,
-               note="segment masks (delineation, shared with the glocal table in a run), graded "
-               "maps, pointing game, relevance mass, rank correlation: a fixed cost a record, "
-               "large beside a one-gradient method's attribution, small beside integrated "
-               "gradients'"),
+               note="segment masks from the generator's beat bounds, graded maps, pointing "
+               "game, relevance mass, rank correlation"),
         Figure(SUITE, f"{method_name}: randomisation floor", "s",
                [t * (1 + _stops(net, steps)) for t in t_ref], params={**params, "records": k},
                note=f"(1 + stops) attributions of {k} records"),

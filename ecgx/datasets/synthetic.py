@@ -72,6 +72,9 @@ DATABASE_CSV = "ptbxl_database.csv"
 GROUND_TRUTH = "ground_truth.npz"
 GROUND_TRUTH_CLASSES = ("MI", "STTC", "CD", "HYP")
 GROUND_TRUTH_SEGMENTS = ("P", "PR", "QRS", "ST", "T", "TP")  # ecgx's delineation segments
+# Each beat's wave boundaries, s from the record's first sample, also written beside the records
+# (see _wave_bounds): where the segments really are, with no delineation in between.
+BEAT_FIELDS = ("p_on", "p_off", "qrs_on", "qrs_off", "t_on", "t_off")
 STATEMENTS_CSV = "scp_statements.csv"
 
 STATEMENT_COLUMNS = (
@@ -393,16 +396,24 @@ def _write_dataset(folder: Path, n_records: int, seed: int, rates: tuple[int, ..
     model, strength = _build_beat_model(meta_rng, cohort)
     noise = _draw_noise_profile(meta_rng, n_records)
     chunk_seqs = signal_seq.spawn((n_records + _CHUNK - 1) // _CHUNK)
+    beat_record, beat_bounds = [], []
     for i, start in enumerate(range(0, n_records, _CHUNK)):
         rows = np.arange(start, min(start + _CHUNK, n_records))
         rng = np.random.default_rng(chunk_seqs[i])
-        leads = _synthesise(rng, model.take(rows), noise.take(rows))
+        leads, rec, bounds = _synthesise(rng, model.take(rows), noise.take(rows))
         _write_records(folder, rows + 1, leads, rates)
+        # The beats whose waves reach into the written ten seconds.
+        seen = (bounds.max(1) > 0) & (bounds.min(1) < DURATION_S)
+        beat_record.append(rows[rec[seen]])
+        beat_bounds.append(bounds[seen])
     _write_statements(folder / STATEMENTS_CSV)
     np.savez_compressed(folder / GROUND_TRUTH, ecg_id=np.arange(1, n_records + 1),
                         classes=np.array(GROUND_TRUTH_CLASSES), leads=np.array(LEADS),
                         segments=np.array(GROUND_TRUTH_SEGMENTS),
-                        strength=strength.astype(np.float32))  # fmt: skip
+                        strength=strength.astype(np.float32),
+                        beat_record=np.concatenate(beat_record).astype(np.int32),
+                        beat_bounds=np.concatenate(beat_bounds).astype(np.float32),
+                        beat_fields=np.array(BEAT_FIELDS), duration_s=float(DURATION_S))  # fmt: skip
     table = _database_table(meta_rng, cohort, model, noise)
     table.to_csv(folder / DATABASE_CSV, index=False, lineterminator="\n")
 
@@ -907,8 +918,9 @@ def _beat_times(
 
 def _render_dipole(
     rng: np.random.Generator, m: _BeatModel, n_samples: int, t_origin: float
-) -> np.ndarray:
-    """Heart vector (n, 3, n_samples) at FS, sample 0 at time ``t_origin`` (s)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heart vector (n, 3, n_samples) at FS, sample 0 at time ``t_origin`` (s); and each
+    rendered beat's record index and wave bounds (beats, BEAT_FIELDS) in s."""
     n = m.hr.size
     offsets = np.arange(int(np.floor(_WINDOW[0] * FS)), int(np.ceil(_WINDOW[1] * FS)) + 1)
     t_end = t_origin + (n_samples - 1) / FS
@@ -941,7 +953,30 @@ def _render_dipole(
     for d in range(3):
         summed = np.bincount(idx, weights=contrib[d][inside], minlength=n * n_samples)
         out[:, d] = summed.reshape(n, n_samples)
-    return out
+    present = np.linalg.norm(m.vec[rec], axis=-1) > 0
+    return out, rec, _wave_bounds(t_beat, center, m.width[rec], present)
+
+
+# A wave ends ±2 σ from its centre, at 13.5 % of its peak: close to the 15 % at which ecgx's
+# delineation ends P and T waves.
+_EXTENT_SIGMAS = 2.0
+
+
+def _wave_bounds(
+    t_beat: np.ndarray, center: np.ndarray, width: np.ndarray, present: np.ndarray
+) -> np.ndarray:
+    """(beats, BEAT_FIELDS): P, QRS and T on/offsets in s. QRS spans every present QRS
+    wave; P ends and T starts at the QRS where their tails would overlap it; an absent P or
+    T wave (no dipole) has on = off at the QRS, so it and its PR or ST segment are empty."""
+    lo = t_beat[:, None] + center - _EXTENT_SIGMAS * width
+    hi = t_beat[:, None] + center + _EXTENT_SIGMAS * width
+    qrs_on = np.where(present[:, _QRS], lo[:, _QRS], np.inf).min(1)
+    qrs_off = np.where(present[:, _QRS], hi[:, _QRS], -np.inf).max(1)
+    p_on = np.where(present[:, _P], np.minimum(lo[:, _P], qrs_on), qrs_on)
+    p_off = np.where(present[:, _P], np.minimum(hi[:, _P], qrs_on), qrs_on)
+    t_on = np.where(present[:, _T], np.maximum(lo[:, _T], qrs_off), qrs_off)
+    t_off = np.where(present[:, _T], np.maximum(hi[:, _T], qrs_off), qrs_off)
+    return np.stack([p_on, p_off, qrs_on, qrs_off, t_on, t_off], axis=1)
 
 
 def _electrode_noise(rng: np.random.Generator, noise: _NoiseProfile, t: np.ndarray) -> np.ndarray:
@@ -974,15 +1009,19 @@ def _electrode_noise(rng: np.random.Generator, noise: _NoiseProfile, t: np.ndarr
     return out
 
 
-def _synthesise(rng: np.random.Generator, m: _BeatModel, noise: _NoiseProfile) -> np.ndarray:
-    """12-lead signals (n, 12, samples) in mV at FS, with ``_MARGIN`` s extra on both sides."""
+def _synthesise(
+    rng: np.random.Generator, m: _BeatModel, noise: _NoiseProfile
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """12-lead signals (n, 12, samples) in mV at FS, with ``_MARGIN`` s extra on both sides;
+    the beats' record indices and wave bounds (see _render_dipole), s from the first sample
+    written (the margin's end)."""
     n = m.hr.size
     n_samples = int(round((DURATION_S + 2 * _MARGIN) * FS))
     t = np.arange(n_samples) / FS - _MARGIN
-    dipole = _render_dipole(rng, m, n_samples, -_MARGIN)
+    dipole, rec, bounds = _render_dipole(rng, m, n_samples, -_MARGIN)
     electrodes = np.concatenate([np.broadcast_to(_LIMB_ELECTRODES, (n, 3, 3)), m.chest], axis=1)
     potentials = electrodes @ dipole + _electrode_noise(rng, noise, t)
-    return _ELECTRODES_TO_LEADS @ potentials
+    return _ELECTRODES_TO_LEADS @ potentials, rec, bounds
 
 
 # =============================================================================================

@@ -16,6 +16,7 @@ The challenge score of PhysioNet/CinC 2020/2021 is in :mod:`ecgx.evaluation.chal
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -420,11 +421,15 @@ def bootstrap_values(
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     if len(y_true) != len(y_prob):
         raise ValueError(f"{len(y_true)} targets but {len(y_prob)} predictions")
-    rng = np.random.default_rng(seed)
     n = len(y_true)
     # A metric that scores many resamples at once (``resampled``) gets them in blocks: the same
     # draws from the same stream, in the same order, as the one-at-a-time loop.
     resampled = getattr(metric_fn, "resampled", None)
+    if resampled and n_resamples * n <= RESAMPLE_BLOCK_ELEMENTS:
+        # One block: the draws of (n, n_resamples, seed), kept for the next call with them
+        # (a robustness table resamples every row with the same draws).
+        return np.asarray(resampled(y_true, y_prob, _draws(n, n_resamples, seed)), dtype=float)
+    rng = np.random.default_rng(seed)
     block = max(1, RESAMPLE_BLOCK_ELEMENTS // max(n, 1)) if resampled else 1
     parts = []
     for start in range(0, n_resamples, block):
@@ -433,6 +438,16 @@ def bootstrap_values(
         parts.append(resampled(y_true, y_prob, draws) if resampled else
                      [_metric_or_nan(metric_fn, y_true[draws[0]], y_prob[draws[0]])])  # fmt: skip
     return np.concatenate([np.asarray(v, dtype=float) for v in parts]) if parts else np.zeros(0)
+
+
+@functools.lru_cache(maxsize=8)
+def _draws(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) record indices, drawn one resample at a time from ``seed``'s stream as
+    the blocked loop of :func:`bootstrap_values` draws them; read-only, as it is shared."""
+    rng = np.random.default_rng(seed)
+    draws = np.stack([rng.integers(0, n, size=n) for _ in range(n_resamples)])
+    draws.flags.writeable = False
+    return draws
 
 
 def percentile_interval(point: float, stats: np.ndarray, alpha: float = 0.05) -> BootstrapCI:

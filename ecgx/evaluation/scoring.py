@@ -69,10 +69,13 @@ def quiet_metrics() -> Iterator[None]:
     expected in a bootstrap, not news."""
     logger = logging.getLogger("ecgx.evaluation.metrics")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    # Setting a level clears every logger's cache (slow with many loggers): only when it changes.
+    if level < logging.ERROR:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        if logger.level != level:
+            logger.setLevel(level)

@@ -2,10 +2,13 @@
 
 The synthetic PTB-XL-layout set writes ``ground_truth.npz`` beside its records: per record and
 superclass (MI, STTC, CD, HYP) the RMS change each class's findings made to each lead's waves,
-by waveform segment (``strength``, (records, classes, leads, segments)). Joined with ecgx's
-delineation of the record (which samples are P, PR, QRS, ST, T, TP) it gives a graded
-lead × time map of where the class's evidence is; its cells at ≥ ``threshold`` × the record's
-strongest form the true mask. Scores (written here: captum has no ground-truth metrics):
+by waveform segment (``strength``, (records, classes, leads, segments)), and every beat's
+P, QRS and T on/offsets as the generator drew them (``beat_bounds``, s). Those bounds, carried
+through the run's transforms onto the explained view (:meth:`GroundTruth.segment_masks`), say
+which samples are P, PR, QRS, ST, T and TP (sets written before the bounds were: ecgx's
+delineation of the view instead); joined with the strengths they give a graded lead × time
+map of where the class's evidence is; its cells at ≥ ``threshold`` × the record's strongest
+form the true mask. Scores (written here: captum has no ground-truth metrics):
 
 - pointing game (Zhang et al. 2018): the sample of largest |attribution| lies in the mask;
 - relevance mass (Arras et al. 2022): share of |attribution| inside the mask; chance is the
@@ -18,17 +21,16 @@ strongest form the true mask. Scores (written here: captum has no ground-truth m
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import nn
 
 from ecgx.errors import ConfigValueError
+from ecgx.transforms.signal import TimeAxis
 
 FILE = "ground_truth.npz"
 
@@ -40,19 +42,73 @@ class GroundTruth:
     leads: list[str]
     segments: list[str]
     strength: np.ndarray  # (N, classes, leads, segments)
+    beat_record: np.ndarray | None = None  # (beats,) row of record_ids
+    beat_bounds: np.ndarray | None = None  # (beats, 6) p/qrs/t on, off in s from sample 0
+    duration_s: float | None = None  # of every record
 
-    def lead_segment(self, record_ids: list[str], classes: list[str]) -> np.ndarray:
-        """(B, leads, segments) strength of each record's class; zero where the class has no
-        ground truth (NORM, or a class the record's signal does not carry)."""
+    def rows(self, record_ids: list[str]) -> np.ndarray:
         position = {r: i for i, r in enumerate(self.record_ids)}
         missing = [r for r in record_ids if r not in position]
         if missing:
             raise ConfigValueError(f"{FILE}: no ground truth for records {missing[:5]}")
+        return np.array([position[r] for r in record_ids], dtype=np.int64)
+
+    def segment_masks(self, record_ids: list[str], axis: TimeAxis) -> np.ndarray | None:
+        """(B, segments, axis.n) one-hot masks of the segments on a view whose sample i lies
+        at ``axis.start_s + i / axis.fs`` s of the record (padding: no segment); None for a
+        set written without beat bounds. Where two beats' waves overlap, QRS wins over T
+        and P, and they over the PR and ST intervals."""
+        if self.beat_bounds is None or self.beat_record is None or self.duration_s is None:
+            return None
+        rows = self.rows(record_ids)
+        order = np.argsort(self.beat_record, kind="stable")
+        sorted_rec = self.beat_record[order]
+        first = np.searchsorted(sorted_rec, rows, "left")
+        last = np.searchsorted(sorted_rec, rows, "right")
+        beat = np.concatenate([order[a:b] for a, b in zip(first, last, strict=True)])
+        which = np.repeat(np.arange(len(rows)), last - first)
+        # Sample i covers [t_i, t_i+1): a boundary at t starts at the first sample at/after t.
+        edge = np.ceil((self.beat_bounds[beat].astype(np.float64) - axis.start_s) * axis.fs
+                       - 1e-6).clip(0, axis.n).astype(np.int64)  # fmt: skip
+        p_on, p_off, q_on, q_off, t_on, t_off = edge.T
+        label = np.full((len(rows), axis.n), self.segments.index("TP"), dtype=np.int8)
+        paint = [("PR", p_off, q_on), ("ST", q_off, t_on), ("P", p_on, p_off),
+                 ("T", t_on, t_off), ("QRS", q_on, q_off)]  # fmt: skip
+        for name, lo, hi in paint:  # later entries win where beats overlap
+            label[_covered(which, lo, hi, label.shape)] = self.segments.index(name)
+        inside = _covered(np.arange(len(rows)),
+                          np.full(len(rows), _edge(0.0, axis)),
+                          np.full(len(rows), _edge(self.duration_s, axis)), label.shape)  # fmt: skip
+        masks = np.zeros((len(rows), len(self.segments), axis.n))
+        b, t = np.nonzero(inside)
+        masks[b, label[b, t], t] = 1.0
+        return masks
+
+    def lead_segment(self, record_ids: list[str], classes: list[str]) -> np.ndarray:
+        """(B, leads, segments) strength of each record's class; zero where the class has no
+        ground truth (NORM, or a class the record's signal does not carry)."""
+        rows = self.rows(record_ids)
         out = np.zeros((len(record_ids), len(self.leads), len(self.segments)))
-        for b, (rid, cls) in enumerate(zip(record_ids, classes, strict=True)):
+        for b, (row, cls) in enumerate(zip(rows, classes, strict=True)):
             if cls in self.classes:
-                out[b] = self.strength[position[rid], self.classes.index(cls)]
+                out[b] = self.strength[row, self.classes.index(cls)]
         return out
+
+
+def _edge(t: float, axis: TimeAxis) -> int:
+    return int(np.clip(np.ceil((t - axis.start_s) * axis.fs - 1e-6), 0, axis.n))
+
+
+def _covered(
+    which: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """(records, samples) True inside any interval [lo, hi) of its record (``which``): one
+    difference array and a cumulative sum instead of a loop over intervals."""
+    d = np.zeros((shape[0], shape[1] + 1), dtype=np.int32)
+    keep = hi > lo
+    np.add.at(d, (which[keep], lo[keep]), 1)
+    np.add.at(d, (which[keep], hi[keep]), -1)
+    return d.cumsum(1)[:, : shape[1]] > 0
 
 
 def load(root: str | Path) -> GroundTruth:
@@ -63,9 +119,13 @@ def load(root: str | Path) -> GroundTruth:
             f"it (regenerate an older synthetic set by deleting its folder)"
         )
     with np.load(path) as z:
+        beats = "beat_bounds" in z.files
         return GroundTruth(z["ecg_id"].astype(str), [str(c) for c in z["classes"]],
                            [str(v) for v in z["leads"]], [str(s) for s in z["segments"]],
-                           z["strength"].astype(np.float64))  # fmt: skip
+                           z["strength"].astype(np.float64),
+                           z["beat_record"].astype(np.int64) if beats else None,
+                           z["beat_bounds"] if beats else None,
+                           float(z["duration_s"]) if beats else None)  # fmt: skip
 
 
 def graded_map(lead_segment: np.ndarray, segment_masks: np.ndarray) -> np.ndarray:
@@ -98,10 +158,43 @@ def relevance_mass(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def rank_correlation(a: np.ndarray, graded: np.ndarray) -> np.ndarray:
     """(B,) Spearman's ρ between |attribution| and the graded ground-truth map (NaN where
     either is constant: no ranking to compare)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.array([spearmanr(np.abs(x).ravel(), g.ravel()).statistic
-                         for x, g in zip(a, graded, strict=True)])  # fmt: skip
+    return ranks_correlation(average_ranks(np.abs(a)), average_ranks(graded))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """(B, …) -> (B, cells): each record's cells ranked 1..cells, ties sharing their mean rank
+    (scipy's ``rankdata(method="average")`` row by row). Written here because scipy ranks one
+    row per call, in float64: one argsort over the batch in the maps' own precision is what
+    makes the scores and the randomisation check cheap beside a single gradient."""
+    x = x.reshape(len(x), -1)
+    b, n = x.shape
+    order = np.argsort(x, axis=1)
+    s = np.take_along_axis(x, order, axis=1)
+    tie = s[:, 1:] == s[:, :-1]
+    if tie.any():
+        # Runs of equal values, numbered over the whole batch (a run never crosses rows).
+        new = np.ones((b, n), dtype=bool)
+        new[:, 1:] = ~tie
+        flat = new.ravel()
+        run = np.cumsum(flat) - 1
+        starts = np.flatnonzero(flat)
+        counts = np.diff(np.append(starts, b * n))
+        ranked = ((starts % n) + (counts + 1) / 2)[run].reshape(b, n)
+    else:
+        ranked = np.broadcast_to(np.arange(1.0, n + 1), (b, n))
+    out = np.empty((b, n))
+    np.put_along_axis(out, order, ranked, axis=1)
+    return out
+
+
+def ranks_correlation(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """(B,) Pearson's r of two rank arrays row by row (Spearman's ρ); NaN for a constant row."""
+    ra = ra - ra.mean(1, keepdims=True)
+    rb = rb - rb.mean(1, keepdims=True)
+    norm = np.sqrt(np.einsum("ij,ij->i", ra, ra) * np.einsum("ij,ij->i", rb, rb))
+    out = np.full(len(ra), np.nan)
+    np.divide(np.einsum("ij,ij->i", ra, rb), norm, out=out, where=norm > 0)
+    return np.clip(out, -1.0, 1.0)
 
 
 def scores(a: np.ndarray, graded: np.ndarray, threshold: float = 0.25) -> dict[str, float]:
@@ -131,7 +224,7 @@ def cascading_randomisation(
     from the output towards the input, and after each of ``steps`` evenly spaced stops the
     Spearman ρ between |attribution| of the trained and of the randomised model, per record
     then averaged. ``attribute(net)`` explains the fixed records with ``net``."""
-    reference = np.abs(attribute(model).numpy())
+    reference = average_ranks(np.abs(attribute(model).numpy()))  # ranked once for every stop
     net = copy.deepcopy(model).eval()
     layers = [
         (n, m)
@@ -148,8 +241,8 @@ def cascading_randomisation(
         for _, module in layers[done:stop]:
             module.reset_parameters()
         done = stop
-        randomised = np.abs(attribute(net).numpy())
-        out.append(
-            (layers[stop - 1][0], float(np.nanmean(rank_correlation(randomised, reference))))
-        )
+        randomised = average_ranks(np.abs(attribute(net).numpy()))
+        rho = ranks_correlation(randomised, reference)
+        out.append((layers[stop - 1][0], float(np.nanmean(rho)) if np.isfinite(rho).any()
+                    else float("nan")))  # fmt: skip
     return out

@@ -188,15 +188,17 @@ def explain(
         _plot_population(result, a_leads, leads, names, out_dir)
     truth = _ground_truth(node, datamodule) if is_signal else None
     masks = None
-    if is_signal and (node.get("glocal", True) or truth is not None):
-        masks = _segment_masks(node, ids, raw, fs)
     if is_signal and node.get("glocal", True):
+        masks = _segment_masks(node, ids, raw, fs)
         result.metrics.update(_glocal(a, masks, leads, name, out_dir, result.files))
     if truth is not None:
         from ecgx.explain.ground_truth import graded_map, scores
 
+        true_masks = truth_masks(truth, ids, datamodule, raw.shape[-1])
+        if true_masks is None:
+            true_masks = masks if masks is not None else _segment_masks(node, ids, raw, fs)
         strength = truth.lead_segment(ids, [names[t] for t in result.targets])
-        graded = graded_map(strength, masks)
+        graded = graded_map(strength, true_masks)
         result.metrics.update(scores(a, graded, float(node.get("ground_truth_threshold", 0.25))))
     if is_signal and int(node.get("randomisation_steps", 4)) > 0 and not extras:
         _randomisation(result, node, net, batch, datamodule, seed)
@@ -411,6 +413,27 @@ def _ground_truth(node: DictConfig, datamodule: Any) -> Any:
     if root is None:
         raise ConfigValueError("explainer.ground_truth=true but the dataset has no root folder")
     return ground_truth.load(root)
+
+
+def truth_masks(truth: Any, ids: list[str], datamodule: Any, n: int) -> np.ndarray | None:
+    """(B, 6, n) segment masks from the generator's beat bounds, carried onto the explained
+    view through the run's transforms; None (with the reason logged) where the set predates
+    the bounds or the view's time axis is not known, and ecgx's delineation stands in."""
+    from ecgx.transforms.signal import TimeAxis
+
+    fs = getattr(getattr(datamodule, "dataset", None), "sampling_rate", None)
+    if truth.beat_bounds is None or fs is None:
+        log.info("ground truth: segments from ecgx's delineation (no beat bounds in %s)",
+                 "the ground truth" if fs is not None else "a dataset without sampling_rate")  # fmt: skip
+        return None
+    read = TimeAxis(0.0, float(fs), int(round(truth.duration_s * float(fs))))
+    axis = datamodule.transform.eval_time_axis(read)
+    if axis is None or axis.n != n or abs(axis.fs - float(datamodule.cache.fs)) > 1e-6:
+        log.info("ground truth: segments from ecgx's delineation (the transforms' time axis "
+                 "%s does not match the view of %d samples at %s Hz)", axis, n,
+                 datamodule.cache.fs)  # fmt: skip
+        return None
+    return truth.segment_masks(ids, axis)
 
 
 def _randomisation(

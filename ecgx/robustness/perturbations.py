@@ -163,7 +163,8 @@ class Gain(Perturbation):
 class RecordedAt(Perturbation):
     """The record as a recorder at ``fs`` Hz would have taken it, resampled back to the
     record's rate: everything above ``fs``/2 is lost to the recorder's anti-aliasing filter
-    (scipy's polyphase resampler, both ways)."""
+    (scipy's polyphase resampler, both ways). A rate at or above the record's own leaves it
+    as it is."""
 
     def __init__(self, fs: float) -> None:
         self.fs = float(fs)
@@ -171,6 +172,10 @@ class RecordedAt(Perturbation):
             raise ConfigValueError(f"RecordedAt.fs must be a positive rate in Hz, got {fs}")
 
     def __call__(self, x, fs, leads, rng):  # noqa: ANN001, ANN204
+        if self.fs >= fs:
+            # The record holds nothing above its own fs/2 ≤ this recorder's: nothing is lost
+            # (resampling up and back would only add the resampler's ripple).
+            return x.copy()
         ratio = Fraction(self.fs / fs).limit_denominator(1000)
         down = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
         back = sps.resample_poly(down, ratio.denominator, ratio.numerator, axis=-1)
@@ -187,7 +192,8 @@ class RecordedAt(Perturbation):
 # -- additive noise at a given SNR ------------------------------------------------------------
 def signal_power(x: np.ndarray) -> np.ndarray:
     """Mean square of each record over its leads and samples: shape (records,)."""
-    return np.mean(np.square(x, dtype=np.float64), axis=(1, 2))
+    # Squares in the records' own precision, summed in float64.
+    return np.square(x).mean(axis=(1, 2), dtype=np.float64)
 
 
 def snr_db(clean: np.ndarray, noisy: np.ndarray) -> np.ndarray:
@@ -204,7 +210,8 @@ def add_at_snr(x: np.ndarray, noise: np.ndarray, snr: float) -> np.ndarray:
     ok = (p_signal > 0) & (p_noise > 0)
     scale = np.zeros(len(x))
     scale[ok] = np.sqrt(p_signal[ok] / (p_noise[ok] * 10 ** (snr / 10)))
-    return (x + scale[:, None, None] * noise).astype(x.dtype, copy=False)
+    # In x's own precision: float32 records stay float32 (an SNR exact to float32 rounding).
+    return (x + scale.astype(x.dtype)[:, None, None] * noise).astype(x.dtype, copy=False)
 
 
 class _AdditiveNoise(Perturbation):
@@ -224,7 +231,8 @@ class GaussianNoise(_AdditiveNoise):
     """White Gaussian noise, independent per lead (broadband, like muscle artefact)."""
 
     def noise(self, shape, fs, rng):  # noqa: ANN001, ANN201
-        return rng.standard_normal(shape)
+        # float32: the cost is the draw, and add_at_snr scales it to the SNR exactly anyway.
+        return rng.standard_normal(shape, dtype=np.float32)
 
 
 class BaselineWander(_AdditiveNoise):
@@ -240,12 +248,12 @@ class BaselineWander(_AdditiveNoise):
     def noise(self, shape, fs, rng):  # noqa: ANN001, ANN201
         n, n_leads, length = shape
         t = np.arange(length) / fs
-        out = np.zeros(shape)
+        out = np.zeros(shape, dtype=np.float32)
         for _ in range(self.components):
             freq = rng.uniform(self.low, self.high, size=(n, 1, 1))
             phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))  # one breath for all leads
-            amplitude = rng.uniform(0.5, 1.5, size=(n, n_leads, 1))
-            out += amplitude * np.sin(2 * np.pi * freq * t + phase)
+            amplitude = rng.uniform(0.5, 1.5, size=(n, n_leads, 1)).astype(np.float32)
+            out += amplitude * np.sin(2 * np.pi * freq * t + phase).astype(np.float32)
         return out
 
 
@@ -267,21 +275,25 @@ class PowerlineHum(_AdditiveNoise):
             log.warning("PowerlineHum: %g Hz at fs=%g Hz is at or above Nyquist: aliased",
                         self.freq, fs)  # fmt: skip
         t = np.arange(length) / fs
-        out = np.zeros(shape)
+        out = np.zeros(shape, dtype=np.float32)
         for harmonic, weight in ((1, 1.0), (3, 1 / 3)):
             amplitude = weight * rng.uniform(0.5, 1.5, size=(n, n_leads, 1))
             phase = rng.uniform(0, 2 * np.pi, size=(n, n_leads, 1))
             # sin(ωt + φ) = sin ωt·cos φ + cos ωt·sin φ: two sines of the time axis instead of
             # one per sample of every lead and record (the costliest part of a hum row).
             wt = 2 * np.pi * harmonic * self.freq * t
-            out += amplitude * (np.sin(wt) * np.cos(phase) + np.cos(wt) * np.sin(phase))
+            a_sin = (amplitude * np.cos(phase)).astype(np.float32)
+            a_cos = (amplitude * np.sin(phase)).astype(np.float32)
+            out += a_sin * np.sin(wt).astype(np.float32)
+            out += a_cos * np.cos(wt).astype(np.float32)
         return out
 
 
 class ElectrodeMotion(_AdditiveNoise):
     """Electrode-motion-like bursts: low-frequency (below ``cutoff`` Hz), large transients that
     come and go (``rate`` bursts per 10 s of ``duration`` s each, Tukey-windowed), at the same
-    moments on every lead (a movement of the patient), with independent shapes per lead."""
+    moments on every lead (a movement of the patient), with independent shapes per lead and
+    per burst (overlapping bursts add)."""
 
     def __init__(
         self, snr_db: float, rate: float = 2.0, duration: float = 1.0, cutoff: float = 10.0
@@ -296,16 +308,23 @@ class ElectrodeMotion(_AdditiveNoise):
 
     def noise(self, shape, fs, rng):  # noqa: ANN001, ANN201
         n, n_leads, length = shape
-        raw = rng.standard_normal(shape)
         cutoff = min(self.cutoff, 0.45 * fs)
-        sos = sps.butter(2, cutoff, btype="low", fs=fs, output="sos")
-        shaped = sps.sosfiltfilt(sos, raw, axis=-1)
         width = max(2, min(length, int(round(self.duration * fs))))
         bursts = max(1, int(round(self.rate * length / fs / 10)))
-        window = sps.windows.tukey(width, alpha=0.5)
-        envelope = np.zeros((n, 1, length))
+        # Noise is drawn and filtered for the bursts only (a fifth of the record at the
+        # defaults), not for the whole record that a window would mostly zero. Its phase is
+        # random anyway, so one causal pass of a 4th-order low-pass shapes it as well as a
+        # zero-phase 2nd-order pair; the filter's start-up (three time constants of the
+        # cutoff) is drawn and dropped.
+        warmup = int(np.ceil(3 * fs / cutoff))
+        raw = rng.standard_normal((n, bursts, n_leads, width + warmup), dtype=np.float32)
+        sos = sps.butter(4, cutoff, btype="low", fs=fs, output="sos").astype(np.float32)
+        window = sps.windows.tukey(width, alpha=0.5).astype(np.float32)
+        shaped = sps.sosfilt(sos, raw, axis=-1)[..., warmup:] * window
         starts = rng.integers(0, length - width + 1, size=(n, bursts))
-        for r in range(n):
-            for s in starts[r]:
-                envelope[r, 0, s : s + width] = np.maximum(envelope[r, 0, s : s + width], window)
-        return shaped * envelope
+        out = np.zeros(shape, dtype=np.float32)
+        records, leads = np.arange(n)[:, None, None], np.arange(n_leads)[None, :, None]
+        for k in range(bursts):  # one window per record each: no repeated index in the add
+            where = (starts[:, k, None] + np.arange(width))[:, None, :]
+            out[records, leads, where] += shaped[:, k]
+        return out

@@ -67,6 +67,17 @@ def _groups(keys: list[tuple]) -> dict[tuple, list[int]]:
     return out
 
 
+def stack_groups(records: list[Record]) -> dict[tuple, tuple[list[int], np.ndarray]]:
+    """The records in batches of one rate, lead set and shape: key -> (members, stacked)."""
+    keys = [(r.fs, tuple(r.leads), r.signal.shape) for r in records]
+    out = {}
+    for key, members in _groups(keys).items():
+        x = np.stack([records[i].signal for i in members])
+        x.flags.writeable = False  # shared by every perturbation, which must copy
+        out[key] = (members, x)
+    return out
+
+
 def predict_perturbed(
     records: list[Record],
     perturbation: Perturbation | None,
@@ -74,6 +85,7 @@ def predict_perturbed(
     forward: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     rng: np.random.Generator,
+    stacked: dict[tuple, tuple[list[int], np.ndarray]] | None = None,
 ) -> np.ndarray:
     """The model's outputs (records, classes) on ``records`` perturbed (None: clean), each
     through the run's offline transforms, normalisation and evaluation-time online view.
@@ -82,20 +94,26 @@ def predict_perturbed(
     random draws come from ``rng`` in record order, so a seed gives one result.
     """
     n = len(records)
+    batches: list[tuple[list[int], np.ndarray]] = []  # (members, records of one shape)
     offline: list[np.ndarray | None] = [None] * n
-    keys = [(r.fs, tuple(r.leads), r.signal.shape) for r in records]
-    for (fs, leads, _), members in _groups(keys).items():
-        x = np.stack([records[i].signal for i in members])
+    for (fs, leads, _), (members, x) in (stacked or stack_groups(records)).items():
         if perturbation is not None:
             x = perturbation(x, fs, leads, rng)
+        if not getattr(transform, "offline", None):
+            batches.append((members, x))  # nothing offline: the group is already a batch
+            continue
         for pos, i in enumerate(members):
             offline[i] = transform.apply_offline(np.ascontiguousarray(x[pos]), fs)[0]
+    done = [i for i, o in enumerate(offline) if o is not None]
+    for _, members in _groups([offline[i].shape for i in done]).items():  # type: ignore[union-attr]
+        rows = [done[k] for k in members]
+        batches.append((rows, np.stack([offline[i] for i in rows])))
     outputs: np.ndarray | None = None
-    for _, members in _groups([o.shape for o in offline]).items():  # type: ignore[union-attr]
+    for members, group in batches:
         for start in range(0, len(members), batch_size):
             part = members[start : start + batch_size]
-            x = np.stack([offline[i] for i in part]).astype(np.float32, copy=False)
-            x = transform.apply_batch(x, None)
+            x = transform.apply_batch(group[start : start + batch_size].astype(np.float32,
+                                                                                copy=False), None)  # fmt: skip
             with torch.inference_mode():
                 out = forward(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
             out = out.float().cpu().numpy()
@@ -184,20 +202,22 @@ def robustness_table(
                                "name; name the perturbation otherwise")  # fmt: skip
     fn = metric_function(task, metric, names)
     started = time.perf_counter()
+    stacked = stack_groups(records)  # once for every row
     outputs = {CLEAN: predict_perturbed(records, None, transform, forward, batch_size,
-                                        np.random.default_rng(seed))}  # fmt: skip
+                                        np.random.default_rng(seed), stacked)}  # fmt: skip
     check_metric(task, metric, names, targets, outputs[CLEAN], "robustness.metric")
-    row, clean = degradation_row(CLEAN, None, metric, fn, targets, outputs[CLEAN], n_resamples,
-                                 seed)  # fmt: skip
-    rows = [row]
-    for k, (name, perturbation) in enumerate(perturbations.items(), start=1):
-        rng = np.random.default_rng([seed, k])  # one stream per perturbation: order-free
-        outputs[name] = predict_perturbed(records, perturbation, transform, forward,
-                                          batch_size, rng)  # fmt: skip
-        rows.append(degradation_row(name, perturbation, metric, fn, targets, outputs[name],
-                                    n_resamples, seed, clean)[0])  # fmt: skip
-        log.info("robustness: %s %s=%.4f (clean %.4f)", name, metric, rows[-1]["perturbed"],
-                 rows[0]["perturbed"])  # fmt: skip
+    with quiet_metrics():
+        row, clean = degradation_row(CLEAN, None, metric, fn, targets, outputs[CLEAN],
+                                     n_resamples, seed)  # fmt: skip
+        rows = [row]
+        for k, (name, perturbation) in enumerate(perturbations.items(), start=1):
+            rng = np.random.default_rng([seed, k])  # one stream per perturbation: order-free
+            outputs[name] = predict_perturbed(records, perturbation, transform, forward,
+                                              batch_size, rng, stacked)  # fmt: skip
+            rows.append(degradation_row(name, perturbation, metric, fn, targets, outputs[name],
+                                        n_resamples, seed, clean)[0])  # fmt: skip
+            log.info("robustness: %s %s=%.4f (clean %.4f)", name, metric,
+                     rows[-1]["perturbed"], rows[0]["perturbed"])  # fmt: skip
     log.info("robustness: %d perturbations of %d records in %.1fs", len(perturbations),
              len(records), time.perf_counter() - started)  # fmt: skip
     return pd.DataFrame(rows), outputs

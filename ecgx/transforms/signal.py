@@ -17,6 +17,7 @@ the result is the same but the work is on the cropped samples only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal as sps
@@ -37,9 +38,39 @@ class _Settings:
         return f"{type(self).__name__}({args})"
 
 
+@dataclass(frozen=True)
+class TimeAxis:
+    """Where a record's view lies on the record's own time line: sample ``i`` is at
+    ``start_s + i / fs`` s from the record's first sample (before 0 or past the record's end:
+    padding). Ground truth known in seconds (the synthetic set's beat bounds) finds its samples
+    in a transformed view this way."""
+
+    start_s: float
+    fs: float
+    n: int
+
+
+def _crop_or_pad_axis(axis: TimeAxis, length: int, align: str) -> TimeAxis:
+    # The time-line side of _crop_or_pad: a crop moves the start later, padding earlier.
+    n = axis.n
+    if n >= length:
+        shift = {"left": 0, "right": n - length, "center": (n - length) // 2}[align]
+    else:
+        shift = -{"left": 0, "right": length - n, "center": (length - n) // 2}[align]
+    return TimeAxis(axis.start_s + shift / axis.fs, axis.fs, length)
+
+
 class OfflineTransform(_Settings):
+    #: its output samples are its input samples' instants (filters, lead selection, units)
+    keeps_time: bool = False
+
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         raise NotImplementedError
+
+    def time_axis(self, axis: TimeAxis) -> TimeAxis | None:
+        """The output's time axis given the input's; None where it is not a time series of
+        the same record (a chart image) or a subclass does not say."""
+        return axis if self.keeps_time else None
 
     def output_leads(self, leads: tuple[str, ...]) -> tuple[str, ...]:
         """The lead names of the output rows given those of the input (same, unless selected)."""
@@ -48,6 +79,8 @@ class OfflineTransform(_Settings):
 
 class Bandpass(OfflineTransform):
     """Zero-phase Butterworth band-pass (``low=None`` makes it low-pass, ``high=None`` high-pass)."""
+
+    keeps_time = True
 
     def __init__(self, low: float | None = 0.5, high: float | None = 40.0, order: int = 3):
         self.low, self.high, self.order = low, high, int(order)
@@ -84,6 +117,16 @@ class Resample(OfflineTransform):
         y = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
         return y.astype(np.float32), float(self.fs)
 
+    def time_axis(self, axis: TimeAxis) -> TimeAxis:
+        if axis.fs == self.fs:
+            return axis
+        from fractions import Fraction
+
+        # resample_poly is zero-phase: sample 0 stays at the same instant.
+        ratio = Fraction(self.fs / axis.fs).limit_denominator(1000)
+        n = -(-axis.n * ratio.numerator // ratio.denominator)
+        return TimeAxis(axis.start_s, self.fs, int(n))
+
 
 class FixedLength(OfflineTransform):
     """Crop or zero-pad every record to ``length`` samples; ``align`` says which end is kept."""
@@ -95,6 +138,9 @@ class FixedLength(OfflineTransform):
 
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         return _crop_or_pad(x, self.length, self.align), fs
+
+    def time_axis(self, axis: TimeAxis) -> TimeAxis:
+        return _crop_or_pad_axis(axis, self.length, self.align)
 
 
 def _crop_or_pad(x: np.ndarray, length: int, align: str) -> np.ndarray:
@@ -133,6 +179,8 @@ def _add_where_drawn(x: np.ndarray, drawn: np.ndarray, added: np.ndarray) -> np.
 class Notch(OfflineTransform):
     """Zero-phase IIR notch at ``freq`` Hz (mains interference); ``quality`` = freq / bandwidth."""
 
+    keeps_time = True
+
     def __init__(self, freq: float = 50.0, quality: float = 30.0) -> None:
         self.freq, self.quality = float(freq), float(quality)
 
@@ -153,6 +201,8 @@ class LeadSubset(OfflineTransform):
     rather than the reader's lead names. (The CPSC2018 seed keeps canonical order whatever the
     order on its command line: list the leads in canonical order to reproduce it.)
     """
+
+    keeps_time = True
 
     def __init__(self, leads: Sequence[str]) -> None:
         canonical = {name.upper(): name for name in LEADS}
@@ -184,6 +234,8 @@ class LeadSubset(OfflineTransform):
 
 class ToMillivolts(OfflineTransform):
     """Multiply by ``scale`` to get mV from a reader that yields other units (µV: 0.001)."""
+
+    keeps_time = True
 
     def __init__(self, scale: float = 0.001) -> None:
         self.scale = float(scale)
@@ -315,6 +367,10 @@ class OnlineTransform(_Settings):
         """Samples out given samples in (``None``: records of varying length)."""
         return length
 
+    def eval_time_axis(self, axis: TimeAxis) -> TimeAxis | None:
+        """The evaluation view's time axis given the input's (None: not known)."""
+        return None if self.resizes and hasattr(self, "eval") else axis
+
 
 class RandomCrop(OnlineTransform):
     """A random window of ``length`` samples in training; the centre window in evaluation."""
@@ -337,6 +393,9 @@ class RandomCrop(OnlineTransform):
     def eval(self, x: np.ndarray) -> np.ndarray:
         start = (x.shape[-1] - self.length) // 2
         return x[..., start : start + self.length]
+
+    def eval_time_axis(self, axis: TimeAxis) -> TimeAxis:
+        return _crop_or_pad_axis(axis, self.length, "center")
 
     def batch_eval(self, x: np.ndarray) -> np.ndarray:
         return self.eval(x)
@@ -419,6 +478,9 @@ class RandomClip(OnlineTransform):
             return x[..., : self.length]
         return _pad_time(x, 0, self.length - n)
 
+    def eval_time_axis(self, axis: TimeAxis) -> TimeAxis:
+        return _crop_or_pad_axis(axis, self.length, "left")
+
     def batch_eval(self, x: np.ndarray) -> np.ndarray:
         return self.eval(x)
 
@@ -453,6 +515,9 @@ class CropOrPad(OnlineTransform):
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         return _crop_or_pad(x, self.length, self.align)
+
+    def eval_time_axis(self, axis: TimeAxis) -> TimeAxis:
+        return _crop_or_pad_axis(axis, self.length, self.align)
 
     def batch_eval(self, x: np.ndarray) -> np.ndarray:
         return self.eval(x)
@@ -643,6 +708,17 @@ class TransformPipeline:
 
     def _normalize_batch(self, x: np.ndarray) -> np.ndarray:
         return x if self.normalize is None else self.normalize(x)
+
+    def eval_time_axis(self, axis: TimeAxis) -> TimeAxis | None:
+        """The evaluation view's time axis (offline transforms, then the online ones' ``eval``)
+        given the record's as read; None where a transform does not keep a time series."""
+        current: TimeAxis | None = axis
+        for t in self.offline:
+            current = t.time_axis(current) if current is not None else None
+        for t in self.online:
+            if current is not None and hasattr(t, "eval"):
+                current = t.eval_time_axis(current)
+        return current
 
     def output_length(self, length: int | None) -> int | None:
         """Samples per batch item given the cached length (``None`` where it varies, which a

@@ -34,6 +34,70 @@ def test_generator_writes_where_each_class_lies(synthetic_root) -> None:
     assert (truth.strength[healthy].reshape(len(healthy), -1).max(1) == 0).mean() >= 0.8
 
 
+def test_generator_writes_where_each_segment_lies(synthetic_root) -> None:
+    import wfdb
+
+    from ecgx.datasets.synthetic import BEAT_FIELDS
+    from ecgx.explain.delineation import delineate
+    from ecgx.transforms.signal import TimeAxis
+
+    truth = G.load(synthetic_root)
+    assert truth.duration_s == 10 and truth.beat_bounds.shape[1] == len(BEAT_FIELDS)
+    ids = [str(i) for i in range(1, 13)]
+    masks = truth.segment_masks(ids, TimeAxis(0.0, 100.0, 1000))
+    assert masks.shape == (12, 6, 1000) and (masks.sum(1) == 1).all()
+    qrs = truth.segments.index("QRS")
+    for k, rid in enumerate(ids):
+        x = wfdb.rdsamp(str(synthetic_root / f"records100/00000/{int(rid):05d}_lr"))[0].T
+        found = delineate(x, 100.0)
+        # The delineation's R peaks lie in the generator's QRS, and its QRS samples mostly do.
+        assert masks[k, qrs, found.r_peaks].all(), rid
+        ecgx_qrs = found.mask(1000)[qrs] > 0
+        assert masks[k, qrs, ecgx_qrs].mean() > 0.85, rid
+
+
+def test_segments_follow_the_views_time_axis(synthetic_root) -> None:
+    """The masks of a transformed view are the record's masks moved as the view's samples were:
+    a centre crop is a slice, a 500 Hz time line decimated by 5 lands on the 100 Hz one,
+    padding has no segment, and a view that is not a time series (a chart) has no axis."""
+    from ecgx.transforms.chart import ChartImage
+    from ecgx.transforms.signal import FixedLength, RandomCrop, Resample, TimeAxis
+    from ecgx.transforms.signal import TransformPipeline as Pipeline
+
+    truth = G.load(synthetic_root)
+    ids = ["3", "7"]
+    whole = truth.segment_masks(ids, TimeAxis(0.0, 100.0, 1000))
+    crop = Pipeline(online=[RandomCrop(250)])
+    axis = crop.eval_time_axis(TimeAxis(0.0, 100.0, 1000))
+    assert axis == TimeAxis(3.75, 100.0, 250)
+    assert np.array_equal(truth.segment_masks(ids, axis), whole[..., 375:625])
+    read_500 = TimeAxis(0.0, 500.0, 5000)
+    down = Pipeline([Resample(100), FixedLength(1200, "center")])
+    axis = down.eval_time_axis(read_500)
+    assert axis == TimeAxis(-1.0, 100.0, 1200)
+    padded = truth.segment_masks(ids, axis)
+    assert np.array_equal(padded[..., 100:1100], whole) and not padded[..., :100].any()
+    assert not padded[..., 1100:].any()
+    assert Pipeline([ChartImage()]).eval_time_axis(read_500) is None
+
+
+def test_rank_correlation_is_spearmans_rho_with_ties_and_constant_maps() -> None:
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 12, 40)).astype(np.float32)
+    a[:, :, :8] = 0  # ties in |attribution| (a dead region)
+    graded = np.repeat(rng.integers(0, 4, (6, 12, 4)) * 0.5, 10, axis=2)  # few levels
+    graded[4] = 0.7  # constant map: no ranking
+    flat = np.abs(a).reshape(6, -1)
+    assert np.array_equal(G.average_ranks(flat), rankdata(flat, axis=1))
+    assert np.array_equal(G.average_ranks(graded), rankdata(graded.reshape(6, -1), axis=1))
+    rho = G.rank_correlation(a, graded)
+    expected = [spearmanr(flat[i], graded[i].ravel()).statistic for i in (0, 1, 2, 3, 5)]
+    np.testing.assert_allclose(rho[[0, 1, 2, 3, 5]], expected, atol=1e-12)
+    assert np.isnan(rho[4])
+
+
 def test_missing_ground_truth_is_named(tmp_path) -> None:
     with pytest.raises(Exception, match="ground_truth.npz"):
         G.load(tmp_path)
@@ -107,3 +171,25 @@ def test_randomising_the_weights_changes_a_faithful_map_not_an_edge_detector(tra
     blind = G.cascading_randomisation(trained_lenet, lambda net: x.abs(), steps=3)
     assert all(rho == pytest.approx(1.0) for _, rho in blind)
     assert all(torch.equal(p, q) for p, q in zip(before, trained_lenet.parameters()))
+
+
+def test_an_explain_run_takes_the_segments_of_its_own_view(compose_train) -> None:
+    """``ecgx explain``'s masks on a centre-cropped view: the generator's segments of those
+    2.5 s, not a delineation (which the crop's edges would cut)."""
+    from hydra.utils import instantiate
+
+    from ecgx.explain.run import _inputs, truth_masks
+    from ecgx.transforms.signal import TimeAxis
+
+    dm = instantiate(compose_train("transform=random_crop").data)
+    dm.prepare_data()
+    dm.setup("test")
+    rows = dm.indices["test"][:3]
+    _, raw = _inputs(dm, rows)
+    ids = dm.cache.meta["record_id"].iloc[rows].astype(str).tolist()
+    truth = G.load(dm.dataset.root)
+    got = truth_masks(truth, ids, dm, raw.shape[-1])
+    assert raw.shape[-1] == 250
+    assert np.array_equal(got, truth.segment_masks(ids, TimeAxis(0, 100.0, 1000))[..., 375:625])
+    truth.beat_bounds = None  # a set written before the bounds: the delineation stands in
+    assert truth_masks(truth, ids, dm, 250) is None

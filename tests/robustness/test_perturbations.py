@@ -98,6 +98,22 @@ def test_lead_sets_reversal_gain_and_rate() -> None:
     np.testing.assert_allclose(rec(slow, 500.0, LEADS, rng)[..., 100:-100],
                                slow[..., 100:-100], atol=0.02)  # fmt: skip
     assert np.abs(rec(fast, 500.0, LEADS, rng)[..., 100:-100]).max() < 0.05
+    # A recorder as fast as the record or faster loses nothing.
+    np.testing.assert_array_equal(P.RecordedAt(500)(fast, 500.0, LEADS, rng), fast)
+
+
+def test_electrode_motion_comes_in_low_frequency_bursts_on_every_lead() -> None:
+    x = np.random.default_rng(0).standard_normal((4, 12, 1000)).astype(np.float32)
+    motion = P.ElectrodeMotion(0.0, rate=2.0, duration=1.0, cutoff=10.0)
+    noise = motion(x, 100.0, LEADS, np.random.default_rng(3)) - x
+    active = np.abs(noise).max(axis=1) > 0  # (records, samples)
+    # Two bursts of one second in ten: at most a fifth of each record, the same on every lead.
+    assert (active.mean(axis=1) <= 0.2 + 1e-9).all() and (active.mean(axis=1) > 0.05).all()
+    on_all = (np.abs(noise) > 0).sum(axis=1)
+    assert set(np.unique(on_all[active])) <= {12}
+    spectrum = np.abs(np.fft.rfft(noise, axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(1000, 1 / 100.0)
+    assert spectrum[..., freqs <= 12].sum() > 0.95 * spectrum.sum()
 
 
 def test_bad_settings_are_refused_by_name() -> None:
