@@ -434,13 +434,16 @@ def run_tcav(
 
     was_training = model.training
     model.eval()  # BatchNorm/dropout in inference mode: batch size 1 is fine, scores stable
+    # captum writes every CAV and activation to disk: without a save_path, into a folder that
+    # is removed afterwards (a call left ~2 MB behind before).
+    scratch = None if save_path else tempfile.TemporaryDirectory(prefix="ecgx-tcav-")
     try:
         tcav = _PooledTCAV(
             model,
             layer_list,
             model_id=f"ecgx-{uuid.uuid4().hex}",
             classifier=clf,
-            save_path=save_path or tempfile.mkdtemp(prefix="ecgx-tcav-"),
+            save_path=save_path or scratch.name,  # type: ignore[union-attr]
             test_split_ratio=test_split,
             sources=sets.sources,
             pools=sets.pools,
@@ -453,6 +456,8 @@ def run_tcav(
             rows += _layer_rows(cavs, layer, grads, sets, int(target))
     finally:
         model.train(was_training)
+        if scratch is not None:
+            scratch.cleanup()
     return TCAVResult(rows=rows, n_random_sets=n_random_sets, set_size=set_size, seed=seed)
 
 

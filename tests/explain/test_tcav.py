@@ -3,6 +3,8 @@ trained here to detect a synthetic feature, where the TCAV answer is known."""
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,7 +140,8 @@ def _check_table(result: TCAVResult, layers: list[str], n_sets: int) -> pd.DataF
         pytest.param("resnet1d_wang", ["stages.2.0", "stages.1"], marks=pytest.mark.slow),
     ],
 )
-def test_run_tcav_on_ecgx_models(name: str, layers: list[str] | None) -> None:
+def test_run_tcav_on_ecgx_models(name: str, layers: list[str] | None, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch folder goes
     torch.manual_seed(0)
     model = build(name, num_classes=2).train()
     d = _data(0)
@@ -150,6 +153,7 @@ def test_run_tcav_on_ecgx_models(name: str, layers: list[str] | None) -> None:
     again = run_tcav(model, layers, 1, d["concepts"], d["random_inputs"], d["inputs"], **kwargs)
     pd.testing.assert_frame_equal(table, again.table())
     assert result.to_dict()["rows"][0]["scores"] == again.to_dict()["rows"][0]["scores"]
+    assert not list(tmp_path.iterdir())  # the CAVs written to disk are gone
 
 
 def test_run_tcav_does_not_reuse_cavs_across_runs(tmp_path) -> None:
