@@ -20,7 +20,6 @@ form the true mask. Scores (written here: captum has no ground-truth metrics):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,17 +157,19 @@ def relevance_mass(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def rank_correlation(a: np.ndarray, graded: np.ndarray) -> np.ndarray:
     """(B,) Spearman's ρ between |attribution| and the graded ground-truth map (NaN where
     either is constant: no ranking to compare)."""
-    return ranks_correlation(average_ranks(np.abs(a)), average_ranks(graded))
+    # The graded map is constant over long runs of each lead: the stable sort (timsort, which
+    # merges runs) ranks it ~15× faster than the default one, which is faster on attributions.
+    return ranks_correlation(average_ranks(np.abs(a)), average_ranks(graded, kind="stable"))
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
+def average_ranks(x: np.ndarray, kind: str = "quicksort") -> np.ndarray:
     """(B, …) -> (B, cells): each record's cells ranked 1..cells, ties sharing their mean rank
-    (scipy's ``rankdata(method="average")`` row by row). Written here because scipy ranks one
+    (scipy's ``rankdata(method="average")`` row by row; ``kind``: numpy's sort). Written here because scipy ranks one
     row per call, in float64: one argsort over the batch in the maps' own precision is what
     makes the scores and the randomisation check cheap beside a single gradient."""
     x = x.reshape(len(x), -1)
     b, n = x.shape
-    order = np.argsort(x, axis=1)
+    order = np.argsort(x, axis=1, kind=kind)  # type: ignore[call-overload]
     s = np.take_along_axis(x, order, axis=1)
     tie = s[:, 1:] == s[:, :-1]
     if tie.any():
@@ -224,25 +225,34 @@ def cascading_randomisation(
     from the output towards the input, and after each of ``steps`` evenly spaced stops the
     Spearman ρ between |attribution| of the trained and of the randomised model, per record
     then averaged. ``attribute(net)`` explains the fixed records with ``net``."""
-    reference = average_ranks(np.abs(attribute(model).numpy()))  # ranked once for every stop
-    net = copy.deepcopy(model).eval()
     layers = [
         (n, m)
-        for n, m in net.named_modules()
+        for n, m in model.named_modules()
         if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(False))
     ]
     if not layers:
         raise ConfigValueError(f"{type(model).__name__} has no layers with weights to randomise")
     layers.reverse()  # the output side first
     stops = sorted({int(round(k)) for k in np.linspace(1, len(layers), min(steps, len(layers)))})
+    reference = average_ranks(np.abs(attribute(model).numpy()))  # ranked once for every stop
+    # The layers are re-drawn in place and the trained weights put back afterwards: a copy of
+    # the module (its Python objects) cost as much as the attribution of a small model.
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.eval()
     torch.manual_seed(seed)
     out, done = [], 0
-    for stop in stops:
-        for _, module in layers[done:stop]:
-            module.reset_parameters()
-        done = stop
-        randomised = average_ranks(np.abs(attribute(net).numpy()))
-        rho = ranks_correlation(randomised, reference)
-        out.append((layers[stop - 1][0], float(np.nanmean(rho)) if np.isfinite(rho).any()
-                    else float("nan")))  # fmt: skip
+    try:
+        for stop in stops:
+            for _, module in layers[done:stop]:
+                module.reset_parameters()
+            done = stop
+            randomised = average_ranks(np.abs(attribute(model).numpy()))
+            rho = ranks_correlation(randomised, reference)
+            out.append((layers[stop - 1][0], float(np.nanmean(rho)) if np.isfinite(rho).any()
+                        else float("nan")))  # fmt: skip
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(trained)
+        model.train(was_training)
     return out
