@@ -186,7 +186,9 @@ class MaskedReconstruction(nn.Module):
                 f"pretrain.objective.encoder_sees={encoder_sees!r}: use 'all' (SimMIM: mask "
                 "tokens through the encoder) or 'visible' (MAE: visible tokens only)"
             )
-        if encoder_sees == "visible" and (decoder_depth < 1 or not hasattr(net, "encode")):
+        if encoder_sees == "visible":
+            _need(net, "masked", "positions", "encode")
+        if encoder_sees == "visible" and decoder_depth < 1:
             raise ConfigValueError(
                 f"pretrain.objective.encoder_sees=visible needs pretrain.objective.decoder_depth "
                 f">= 1 (got {decoder_depth}): a linear decoder cannot fill in tokens the encoder "
