@@ -21,7 +21,7 @@ from torch import nn
 from ecgx.errors import ConfigValueError
 from ecgx.models.base import ECGModel
 
-__all__ = ["PatchTransformer"]
+__all__ = ["PatchTransformer", "sinusoid_table"]
 
 
 class PatchTransformer(ECGModel):
@@ -82,12 +82,20 @@ class PatchTransformer(ECGModel):
         patches = self.patchify(x)
         return self.patch_embed(patches).flatten(1, 2)
 
+    def positions(self, leads: int, patches: int, device: torch.device) -> torch.Tensor:
+        """Time and lead embeddings of the lead-major token grid: (leads·patches, dim)."""
+        time = sinusoid_table(patches, self.dim, device).repeat(leads, 1)
+        return time + self.lead_embed.weight[:leads].repeat_interleave(patches, dim=0)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the encoder over tokens that already carry their positions: a masked objective
+        may pass a subset of the grid (MAE: the visible tokens only)."""
+        return self.norm(self.encoder(tokens))
+
     def transform(self, tokens: torch.Tensor, leads: int) -> torch.Tensor:
         """Add time and lead positions and run the encoder: (B, leads·patches, dim)."""
         patches = tokens.shape[1] // leads
-        time = _sinusoid(patches, self.dim, tokens.device).repeat(leads, 1)
-        lead = self.lead_embed.weight[:leads].repeat_interleave(patches, dim=0)
-        return self.norm(self.encoder(tokens + time + lead))
+        return self.encode(tokens + self.positions(leads, patches, tokens.device))
 
     def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
         return self.sequence(self.transform(self.embed(x), x.shape[1]).transpose(1, 2))
@@ -105,7 +113,8 @@ class PatchTransformer(ECGModel):
         return per_lead.repeat_interleave(self.patch_size, dim=-1)[..., :samples]
 
 
-def _sinusoid(length: int, dim: int, device: torch.device) -> torch.Tensor:
+def sinusoid_table(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed sine/cosine positions (Vaswani et al. 2017): (length, dim)."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim, device=device)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgx.errors import ConfigValueError
+from ecgx.models.patch_transformer import sinusoid_table
 from ecgx.pretrain.views import Views
 
 __all__ = ["CPC", "Contrastive", "MaskedReconstruction", "info_nce", "nt_xent", "patch_mask"]
@@ -147,23 +148,85 @@ def patch_mask(
 
 
 class MaskedReconstruction(nn.Module):
-    """ST-MEM-style masked modelling: random whole leads and time patches are masked (their
-    token embedding replaced by a learned mask token), the encoder sees every position, and a
-    linear decoder reconstructs the masked patches' samples; the loss is their mean squared
-    error. ST-MEM masks 75 % of the patches; what differs: its encoder sees only the visible
-    patches and a transformer decoder fills the rest (MAE-style), here the mask token goes
-    through the encoder and the decoder is linear (SimMIM-style), so the pretrained encoder is
-    the classifier's whole transformer.
+    """ST-MEM-style masked modelling: random whole leads and time patches are masked and their
+    samples reconstructed; the loss is the mean squared error on the masked patches.
+
+    Two arrangements, both from the literature:
+
+    - ``encoder_sees="all"`` (default, SimMIM): the masked tokens' embeddings are replaced by a
+      learned mask token and the encoder sees every position.
+    - ``encoder_sees="visible"`` (MAE, He et al. 2022; ST-MEM, Na et al. 2024): the encoder sees
+      only the visible tokens (with their positions); a transformer decoder of
+      ``decoder_depth`` layers, width ``decoder_dim``, gets them back on the full grid with a
+      mask token at each masked position and fills those in. Needs ``decoder_depth >= 1``.
+
+    ``decoder_depth=0`` is one linear layer from the encoder's tokens to the patch samples;
+    ``>= 1`` puts a small transformer in between, so the encoder's last layers need not
+    specialise in samples (MAE's ablation: a deeper decoder lifts linear probing).
+    ``norm_target=true`` reconstructs each patch standardised by its own mean and std (MAE's
+    ``norm_pix_loss``). ST-MEM masks 75 % of the patches; it also has per-lead SEP tokens,
+    which this patch transformer does not.
     """
 
-    def __init__(self, net: nn.Module, mask_ratio: float = 0.75, lead_mask_ratio: float = 0.25):
+    def __init__(
+        self,
+        net: nn.Module,
+        mask_ratio: float = 0.75,
+        lead_mask_ratio: float = 0.25,
+        encoder_sees: str = "all",
+        decoder_depth: int = 0,
+        decoder_dim: int = 64,
+        decoder_heads: int = 4,
+        norm_target: bool = False,
+    ) -> None:
         super().__init__()
         _need(net, "masked", "embed", "transform", "patchify", "patch_size")
+        if encoder_sees not in ("all", "visible"):
+            raise ConfigValueError(
+                f"pretrain.objective.encoder_sees={encoder_sees!r}: use 'all' (SimMIM: mask "
+                "tokens through the encoder) or 'visible' (MAE: visible tokens only)"
+            )
+        if encoder_sees == "visible":
+            _need(net, "masked", "positions", "encode")
+        if encoder_sees == "visible" and decoder_depth < 1:
+            raise ConfigValueError(
+                f"pretrain.objective.encoder_sees=visible needs pretrain.objective.decoder_depth "
+                f">= 1 (got {decoder_depth}): a linear decoder cannot fill in tokens the encoder "
+                "never saw"
+            )
+        if decoder_depth and decoder_dim % decoder_heads:
+            raise ConfigValueError(
+                f"pretrain.objective.decoder_dim={decoder_dim} must be a multiple of "
+                f"pretrain.objective.decoder_heads={decoder_heads}"
+            )
         self.mask_ratio = float(mask_ratio)
         self.lead_mask_ratio = float(lead_mask_ratio)
+        self.encoder_sees = encoder_sees
+        self.norm_target = bool(norm_target)
         dim = int(net.feature_dim)
-        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
-        self.decoder = nn.Linear(dim, int(net.patch_size))
+        self.decoder_depth = int(decoder_depth)
+        width = int(decoder_dim) if self.decoder_depth else dim
+        # the mask token lives where it is inserted: encoder width (SimMIM), decoder width (MAE)
+        self.mask_token = nn.Parameter(torch.randn(dim if encoder_sees == "all" else width) * 0.02)
+        if self.decoder_depth:
+            self.decoder_embed = nn.Linear(dim, width)
+            self.decoder_lead = nn.Embedding(int(net.in_channels), width)
+            layer = nn.TransformerEncoderLayer(width, int(decoder_heads), 4 * width, 0.0,
+                                               activation="gelu", batch_first=True,
+                                               norm_first=True)  # fmt: skip
+            self.decoder_blocks = nn.TransformerEncoder(layer, self.decoder_depth,
+                                                        enable_nested_tensor=False)  # fmt: skip
+            self.decoder_norm = nn.LayerNorm(width)
+        self.decoder = nn.Linear(width, int(net.patch_size))
+
+    def _decode(self, tokens: torch.Tensor, leads: int) -> torch.Tensor:
+        """Decoder tokens on the full grid (B, leads·patches, width) -> patch samples."""
+        if self.decoder_depth:
+            patches = tokens.shape[1] // leads
+            time = sinusoid_table(patches, tokens.shape[-1], tokens.device).repeat(leads, 1)
+            lead = self.decoder_lead.weight[:leads].repeat_interleave(patches, dim=0)
+            tokens = self.decoder_norm(self.decoder_blocks(tokens + time + lead))
+        return self.decoder(tokens)
 
     def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         patches = net.patchify(x)  # (B, leads, P, S)
@@ -171,9 +234,29 @@ class MaskedReconstruction(nn.Module):
         mask = patch_mask(b, leads, n_patches, self.mask_ratio, self.lead_mask_ratio)
         mask = mask.to(x.device).flatten(1)
         tokens = net.embed(x)
-        tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
-        recon = self.decoder(net.transform(tokens, leads))
-        error = (recon.float() - patches.flatten(1, 2).float()).pow(2).mean(-1)
+        if self.encoder_sees == "all":
+            tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+            encoded = net.transform(tokens, leads)
+            grid = self.decoder_embed(encoded) if self.decoder_depth else encoded
+        else:
+            tokens = tokens + net.positions(leads, n_patches, x.device)
+            # every record has the same number of visible tokens (patch_mask masks exactly
+            # n_masked each), so they gather into one dense batch; stable: grid order kept
+            n_visible = int((~mask[0]).sum())
+            visible = mask.to(torch.int8).argsort(dim=1, stable=True)[:, :n_visible]
+            encoded = net.encode(
+                tokens.gather(1, visible[..., None].expand(-1, -1, tokens.shape[-1]))
+            )
+            kept = self.decoder_embed(encoded)
+            grid = self.mask_token.to(kept.dtype).expand(b, mask.shape[1], -1).clone()
+            grid = grid.scatter(1, visible[..., None].expand(-1, -1, kept.shape[-1]), kept)
+        recon = self._decode(grid, leads)
+        target = patches.flatten(1, 2).float()
+        if self.norm_target:
+            target = (target - target.mean(-1, keepdim=True)) / (
+                target.var(-1, keepdim=True) + 1e-6
+            ).sqrt()
+        error = (recon.float() - target).pow(2).mean(-1)
         return error[mask].mean(), {"masked_fraction": float(mask.float().mean())}
 
 

@@ -141,6 +141,62 @@ def test_masked_reconstruction_loss_is_the_error_on_masked_patches_only() -> Non
     assert torch.allclose(loss, expected)
 
 
+def test_mae_encoder_sees_only_the_visible_tokens_and_the_decoder_fills_the_grid() -> None:
+    torch.manual_seed(0)
+    net = PatchTransformer(12, 2, patch_size=10, dim=16, depth=1, heads=2).eval()
+    objective = MaskedReconstruction(net, mask_ratio=0.75, lead_mask_ratio=0.25,
+                                     encoder_sees="visible", decoder_depth=1, decoder_dim=8,
+                                     decoder_heads=2).eval()  # fmt: skip
+    x = torch.randn(2, 12, 40)
+    seen: list[torch.Tensor] = []
+    net.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    torch.manual_seed(1)
+    loss, extra = objective(net, x)
+    torch.manual_seed(1)
+    mask = patch_mask(2, 12, 4, 0.75, 0.25).flatten(1)
+    grid = net.embed(x) + net.positions(12, 4, x.device)
+    assert extra["masked_fraction"] == 0.75
+    # the encoder got exactly each record's visible tokens, in grid order, with their positions
+    assert torch.allclose(seen[0], grid[~mask].view(2, 12, 16))
+    # and the loss is still the error on the masked patches only
+    torch.nn.init.zeros_(objective.decoder.weight)
+    torch.nn.init.zeros_(objective.decoder.bias)
+    torch.manual_seed(1)
+    loss, _ = objective(net, x)
+    expected = net.patchify(x).flatten(1, 2).pow(2).mean(-1)[mask].mean()
+    assert torch.allclose(loss, expected)
+
+
+def test_norm_target_reconstructs_each_patch_standardised() -> None:
+    net = PatchTransformer(12, 2, patch_size=10, dim=16, depth=1, heads=2).eval()
+    objective = MaskedReconstruction(net, mask_ratio=0.5, lead_mask_ratio=0.0, norm_target=True)
+    torch.nn.init.zeros_(objective.decoder.weight)
+    torch.nn.init.zeros_(objective.decoder.bias)
+    x = 5.0 + 3.0 * torch.randn(2, 12, 40)  # offset and scale the raw target would carry
+    torch.manual_seed(1)
+    loss, _ = objective(net, x)
+    torch.manual_seed(1)
+    mask = patch_mask(2, 12, 4, 0.5, 0.0).flatten(1)
+    p = net.patchify(x).flatten(1, 2)
+    z = (p - p.mean(-1, keepdim=True)) / (p.var(-1, keepdim=True) + 1e-6).sqrt()
+    assert torch.allclose(loss, z.pow(2).mean(-1)[mask].mean())
+    assert loss < 1.0  # a zero prediction of a standardised patch, not of its 5.0 offset
+
+
+def test_masked_options_come_from_the_config_and_bad_ones_are_named(compose_train) -> None:
+    net = PatchTransformer(12, 2, patch_size=50, dim=16, depth=1, heads=2)
+    cfg = compose_train("pretrain=masked", "pretrain.objective.encoder_sees=visible",
+                        "pretrain.objective.decoder_depth=2",
+                        "pretrain.objective.norm_target=true")  # fmt: skip
+    objective = hydra.utils.instantiate(cfg.pretrain.objective)(net)
+    assert (objective.encoder_sees, len(objective.decoder_blocks.layers)) == ("visible", 2)
+    assert objective.norm_target
+    with pytest.raises(ConfigValueError, match="decoder_depth >= 1"):
+        MaskedReconstruction(net, encoder_sees="visible", decoder_depth=0)
+    with pytest.raises(ConfigValueError, match="encoder_sees='some'"):
+        MaskedReconstruction(net, encoder_sees="some")
+
+
 def test_patch_transformer_names_a_length_it_cannot_cut() -> None:
     net = PatchTransformer(12, 2, patch_size=50, dim=16, depth=1, heads=2)
     with pytest.raises(ConfigValueError, match="patch_size=50"):
