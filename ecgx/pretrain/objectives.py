@@ -153,10 +153,10 @@ class MaskedReconstruction(nn.Module):
 
     Two arrangements, both from the literature:
 
-    - ``encoder_sees="all"`` (default, SimMIM): the masked tokens' embeddings are replaced by a
+    - ``encoder_sees="all"`` (SimMIM): the masked tokens' embeddings are replaced by a
       learned mask token and the encoder sees every position.
-    - ``encoder_sees="visible"`` (MAE, He et al. 2022; ST-MEM, Na et al. 2024): the encoder sees
-      only the visible tokens (with their positions); a transformer decoder of
+    - ``encoder_sees="visible"`` (default; MAE, He et al. 2022; ST-MEM, Na et al. 2024): the
+      encoder sees only the visible tokens (with their positions); a transformer decoder of
       ``decoder_depth`` layers, width ``decoder_dim``, gets them back on the full grid with a
       mask token at each masked position and fills those in. Needs ``decoder_depth >= 1``.
 
@@ -173,8 +173,8 @@ class MaskedReconstruction(nn.Module):
         net: nn.Module,
         mask_ratio: float = 0.75,
         lead_mask_ratio: float = 0.25,
-        encoder_sees: str = "all",
-        decoder_depth: int = 0,
+        encoder_sees: str = "visible",
+        decoder_depth: int = 2,
         decoder_dim: int = 64,
         decoder_heads: int = 4,
         norm_target: bool = False,
