@@ -220,11 +220,14 @@ def cascading_randomisation(
     attribute: Callable[[nn.Module], torch.Tensor],
     steps: int = 4,
     seed: int = 0,
+    reference: torch.Tensor | np.ndarray | None = None,
 ) -> list[tuple[str, float]]:
     """Adebayo et al.'s cascading model randomisation: re-initialise the layers with weights
     from the output towards the input, and after each of ``steps`` evenly spaced stops the
     Spearman ρ between |attribution| of the trained and of the randomised model, per record
-    then averaged. ``attribute(net)`` explains the fixed records with ``net``."""
+    then averaged. ``attribute(net)`` explains the fixed records with ``net``; ``reference``:
+    the trained model's attributions of them where the caller has them already (else one
+    more ``attribute(model)``)."""
     layers = [
         (n, m)
         for n, m in model.named_modules()
@@ -234,7 +237,11 @@ def cascading_randomisation(
         raise ConfigValueError(f"{type(model).__name__} has no layers with weights to randomise")
     layers.reverse()  # the output side first
     stops = sorted({int(round(k)) for k in np.linspace(1, len(layers), min(steps, len(layers)))})
-    reference = average_ranks(np.abs(attribute(model).numpy()))  # ranked once for every stop
+    if reference is None:
+        reference = attribute(model)
+    if isinstance(reference, torch.Tensor):
+        reference = reference.detach().numpy()
+    reference = average_ranks(np.abs(reference))  # ranked once for every stop
     # The layers are re-drawn in place and the trained weights put back afterwards: a copy of
     # the module (its Python objects) cost as much as the attribution of a small model.
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -454,7 +454,9 @@ def _randomisation(
             method.set_background(background)
         return method.attribute(x, targets)
 
-    steps = cascading_randomisation(net, attribute, int(node.get("randomisation_steps", 4)), seed)
+    # The run's own attributions of these records are the trained model's reference.
+    steps = cascading_randomisation(net, attribute, int(node.get("randomisation_steps", 4)), seed,
+                                    reference=batch.attributions[:k])  # fmt: skip
     result.metrics["randomisation_top_layer"] = steps[0][1]
     result.metrics["randomisation_all_layers"] = steps[-1][1]
 
