@@ -419,12 +419,18 @@ def truth_masks(truth: Any, ids: list[str], datamodule: Any, n: int) -> np.ndarr
     """(B, 6, n) segment masks from the generator's beat bounds, carried onto the explained
     view through the run's transforms; None (with the reason logged) where the set predates
     the bounds or the view's time axis is not known, and ecgx's delineation stands in."""
+    from ecgx.explain.ground_truth import FILE
     from ecgx.transforms.signal import TimeAxis
 
     fs = getattr(getattr(datamodule, "dataset", None), "sampling_rate", None)
-    if truth.beat_bounds is None or fs is None:
-        log.info("ground truth: segments from ecgx's delineation (no beat bounds in %s)",
-                 "the ground truth" if fs is not None else "a dataset without sampling_rate")  # fmt: skip
+    if truth.beat_bounds is None:
+        log.warning("ground truth: segments from ecgx's delineation: this set's %s was written "
+                    "before the generator recorded its beat bounds (delete the set's folder to "
+                    "regenerate it: the records come out the same)", FILE)  # fmt: skip
+        return None
+    if fs is None:
+        log.info("ground truth: segments from ecgx's delineation (the dataset has no "
+                 "sampling_rate to place the beat bounds)")  # fmt: skip
         return None
     read = TimeAxis(0.0, float(fs), int(round(truth.duration_s * float(fs))))
     axis = datamodule.transform.eval_time_axis(read)
