@@ -164,28 +164,60 @@ def rank_correlation(a: np.ndarray, graded: np.ndarray) -> np.ndarray:
 
 def average_ranks(x: np.ndarray, kind: str = "quicksort") -> np.ndarray:
     """(B, …) -> (B, cells): each record's cells ranked 1..cells, ties sharing their mean rank
-    (scipy's ``rankdata(method="average")`` row by row; ``kind``: numpy's sort). Written here because scipy ranks one
-    row per call, in float64: one argsort over the batch in the maps' own precision is what
-    makes the scores and the randomisation check cheap beside a single gradient."""
+    (scipy's ``rankdata(method="average")`` row by row; ``kind``: numpy's sort). Written here
+    because scipy ranks one row per call, in float64: one sort over the batch in the maps' own
+    precision is what makes the scores and the randomisation check cheap beside a gradient."""
     x = x.reshape(len(x), -1)
     b, n = x.shape
-    order = np.argsort(x, axis=1, kind=kind)  # type: ignore[call-overload]
-    s = np.take_along_axis(x, order, axis=1)
-    tie = s[:, 1:] == s[:, :-1]
-    if tie.any():
-        # Runs of equal values, numbered over the whole batch (a run never crosses rows).
+    if x.dtype == np.float32 and kind == "quicksort" and not np.signbit(x).any():
+        order, s = _sorted_float32(x)
+    else:
+        order = np.argsort(x, axis=1, kind=kind)  # type: ignore[call-overload]
+        s = np.take_along_axis(x, order, axis=1)
+    tie = s[:, 1:] == s[:, :-1]  # sorted cells col and col + 1 are equal
+    if np.count_nonzero(tie) > b * n // 16:  # mostly ties (a graded map): every run numbered
         new = np.ones((b, n), dtype=bool)
         new[:, 1:] = ~tie
         flat = new.ravel()
-        run = np.cumsum(flat) - 1
         starts = np.flatnonzero(flat)
         counts = np.diff(np.append(starts, b * n))
-        ranked = ((starts % n) + (counts + 1) / 2)[run].reshape(b, n)
+        ranked = ((starts % n) + (counts + 1) / 2)[np.cumsum(flat) - 1].reshape(b, n)
     else:
-        ranked = np.broadcast_to(np.arange(1.0, n + 1), (b, n))
+        ranked = _sparse_tie_ranks(tie, b, n)
     out = np.empty((b, n))
     np.put_along_axis(out, order, ranked, axis=1)
     return out
+
+
+def _sparse_tie_ranks(tie: np.ndarray, b: int, n: int) -> np.ndarray:
+    """Ranks of sorted rows with a few ties (an attribution map's): positions 1..n, each run
+    of equal cells given its mean rank, touching only the tied cells."""
+    ranked = np.tile(np.arange(1.0, n + 1), (b, 1))
+    row, col = np.nonzero(tie)
+    if len(row):
+        first = np.ones(len(row), dtype=bool)
+        first[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1] + 1)
+        size = np.diff(np.append(np.flatnonzero(first), len(row))) + 1
+        start = col[first]
+        cells = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size)
+        ranked[np.repeat(row[first], size), np.repeat(start, size) + cells] = np.repeat(
+            start + (size + 1) / 2, size
+        )
+    return ranked
+
+
+def _sorted_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """argsort and sorted values of non-negative float32 rows from one sort of int64 keys:
+    a non-negative float's bits order as its value, so (bits << index width) | index sorts
+    values with their cells attached. numpy's vectorised sort of the keys is faster than its
+    argsort of the floats (2.5 against 3.2 ms for 8 × 12,000 cells here)."""
+    width = max(1, int(x.shape[1] - 1).bit_length())
+    keys = x.view(np.int32).astype(np.int64) << width
+    keys |= np.arange(x.shape[1], dtype=np.int64)
+    keys.sort(axis=1)
+    order = keys & ((1 << width) - 1)
+    values = (keys >> width).astype(np.int32).view(np.float32)
+    return order, values
 
 
 def ranks_correlation(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:

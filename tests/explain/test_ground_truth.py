@@ -91,6 +91,11 @@ def test_rank_correlation_is_spearmans_rho_with_ties_and_constant_maps() -> None
     graded[4] = 0.7  # constant map: no ranking
     flat = np.abs(a).reshape(6, -1)
     assert np.array_equal(G.average_ranks(flat), rankdata(flat, axis=1))
+    few = np.abs(rng.standard_normal((3, 480)).astype(np.float32))  # a few ties, in runs of 2-3
+    few[0, [5, 9]] = few[0, 7]
+    few[2, 100] = few[2, 200]
+    assert np.array_equal(G.average_ranks(few), rankdata(few, axis=1))
+    assert np.array_equal(G.average_ranks(few.astype(np.float64)), rankdata(few, axis=1))
     assert np.array_equal(G.average_ranks(graded), rankdata(graded.reshape(6, -1), axis=1))
     rho = G.rank_correlation(a, graded)
     expected = [spearmanr(flat[i], graded[i].ravel()).statistic for i in (0, 1, 2, 3, 5)]
