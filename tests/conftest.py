@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,23 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 SMALL_SET = {"n_records": 300, "seed": 0, "sampling_rates": [100]}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_under_pytest_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What the code under test puts in the temporary folder (a command's output folder outside
+    a Hydra job, a model's scratch copy), and what the ``ecgx`` processes it starts put there,
+    goes under pytest's basetemp, which pytest prunes, instead of piling up in /tmp run after
+    run (300 folders a suite before)."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    before_env, before_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield
+    tempfile.tempdir = before_dir
+    if before_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before_env
 
 
 def needs_samples(path: Path = SAMPLES) -> pytest.MarkDecorator:
