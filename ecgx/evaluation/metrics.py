@@ -433,8 +433,7 @@ def bootstrap_values(
     block = max(1, RESAMPLE_BLOCK_ELEMENTS // max(n, 1)) if resampled else 1
     parts = []
     for start in range(0, n_resamples, block):
-        draws = np.stack([rng.integers(0, n, size=n)
-                          for _ in range(min(block, n_resamples - start))])  # fmt: skip
+        draws = _draw(rng, n, min(block, n_resamples - start))
         parts.append(resampled(y_true, y_prob, draws) if resampled else
                      [_metric_or_nan(metric_fn, y_true[draws[0]], y_prob[draws[0]])])  # fmt: skip
     return np.concatenate([np.asarray(v, dtype=float) for v in parts]) if parts else np.zeros(0)
@@ -444,10 +443,14 @@ def bootstrap_values(
 def _draws(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """(n_resamples, n) record indices, drawn one resample at a time from ``seed``'s stream as
     the blocked loop of :func:`bootstrap_values` draws them; read-only, as it is shared."""
-    rng = np.random.default_rng(seed)
-    draws = np.stack([rng.integers(0, n, size=n) for _ in range(n_resamples)])
+    draws = _draw(np.random.default_rng(seed), n, n_resamples)
     draws.flags.writeable = False
     return draws
+
+
+def _draw(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """(k, n) record indices, one resample at a time from ``rng``'s stream."""
+    return np.stack([rng.integers(0, n, size=n) for _ in range(k)])
 
 
 def percentile_interval(point: float, stats: np.ndarray, alpha: float = 0.05) -> BootstrapCI:

@@ -52,12 +52,15 @@ class TimeAxis:
 
 def _crop_or_pad_axis(axis: TimeAxis, length: int, align: str) -> TimeAxis:
     # The time-line side of _crop_or_pad: a crop moves the start later, padding earlier.
-    n = axis.n
-    if n >= length:
-        shift = {"left": 0, "right": n - length, "center": (n - length) // 2}[align]
-    else:
-        shift = -{"left": 0, "right": length - n, "center": (length - n) // 2}[align]
-    return TimeAxis(axis.start_s + shift / axis.fs, axis.fs, length)
+    return TimeAxis(axis.start_s + _shift(axis.n, length, align) / axis.fs, axis.fs, length)
+
+
+def _shift(n: int, length: int, align: str) -> int:
+    """Where ``length`` samples start in ``n`` aligned by ``align``: the crop's first sample
+    (≥ 0), or minus the zeros padded before (< 0) when ``n`` is shorter."""
+    gap = abs(n - length)
+    offset = {"left": 0, "right": gap, "center": gap // 2}[align]
+    return offset if n >= length else -offset
 
 
 class OfflineTransform(_Settings):
@@ -111,21 +114,22 @@ class Resample(OfflineTransform):
     def __call__(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
         if fs == self.fs:
             return x, fs
-        from fractions import Fraction
-
-        ratio = Fraction(self.fs / fs).limit_denominator(1000)
-        y = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+        up, down = self._ratio(fs)
+        y = sps.resample_poly(x, up, down, axis=-1)
         return y.astype(np.float32), float(self.fs)
 
     def time_axis(self, axis: TimeAxis) -> TimeAxis:
         if axis.fs == self.fs:
             return axis
+        up, down = self._ratio(axis.fs)
+        # resample_poly is zero-phase: sample 0 stays at the same instant; ceil(n·up/down) out.
+        return TimeAxis(axis.start_s, self.fs, -(-axis.n * up // down))
+
+    def _ratio(self, fs: float) -> tuple[int, int]:
         from fractions import Fraction
 
-        # resample_poly is zero-phase: sample 0 stays at the same instant.
-        ratio = Fraction(self.fs / axis.fs).limit_denominator(1000)
-        n = -(-axis.n * ratio.numerator // ratio.denominator)
-        return TimeAxis(axis.start_s, self.fs, int(n))
+        ratio = Fraction(self.fs / fs).limit_denominator(1000)
+        return ratio.numerator, ratio.denominator
 
 
 class FixedLength(OfflineTransform):
@@ -148,12 +152,10 @@ def _crop_or_pad(x: np.ndarray, length: int, align: str) -> np.ndarray:
     n = x.shape[-1]
     if n == length:
         return x
+    s = _shift(n, length, align)
     if n > length:
-        s = {"left": 0, "right": n - length, "center": (n - length) // 2}[align]
         return x[..., s : s + length]
-    pad = length - n
-    before = {"left": 0, "right": pad, "center": pad // 2}[align]
-    return _pad_time(x, before, pad - before)
+    return _pad_time(x, -s, length - n + s)
 
 
 def _pad_time(x: np.ndarray, before: int, after: int) -> np.ndarray:
